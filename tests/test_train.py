@@ -63,7 +63,7 @@ def test_preset_parameter_counts_match_the_built_model(name):
 
 
 def test_paper_family_shapes():
-    shapes = {n: (p.layers, p.heads, p.hidden) for n, p in PRESETS.items() if n != "tiny"}
+    shapes = {n: (p.layers, p.heads, p.hidden) for n, p in PRESETS.items() if n not in ("tiny", "mini")}
     assert shapes == {"1M": (8, 16, 64), "3M": (8, 16, 128), "8M": (8, 16, 256), "28M": (8, 16, 512),
                       "33M": (4, 16, 768), "2L-33M": (2, 16, 1024), "1L-21M": (1, 16, 1024)}
     # 8 layers x (4 d^2 attention + 3 d (4d) SwiGLU + 2 d norms) + final norm, at d = 256.

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from babelscope.errors import UserError
+from babelscope.tokenizer import encode_batch
 
 BUILTIN = ("english_names", "english_names_latin", "english_names_arabic", "arabic_names", "arabic_names_latin",
            "name_then_punct")
@@ -158,11 +159,10 @@ def name_then_punct(tokenizer, texts: Iterable[str], name_ids: Sequence[int], *,
     texts_dec = decoded_vocab(tokenizer)
     punct = {i for i, t in enumerate(texts_dec) if is_punctuation(t)}
     counts: Counter[int] = Counter()
-    for text in texts:
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        for a, b in itertools.pairwise(ids):
-            if a in names and b in punct:
-                counts[a] += 1
+    it = iter(texts)
+    while batch := list(itertools.islice(it, 256)):
+        for ids in encode_batch(tokenizer, batch):
+            counts.update(a for a, b in itertools.pairwise(ids) if a in names and b in punct)
     ids = sorted(t for t, c in counts.items() if c >= min_count)
     rule = (f"name tokens (english_names + arabic_names, both scripts, single-token spellings) whose next token in "
             f"the given corpus is punctuation (Unicode category P*) at least {min_count} time(s)")

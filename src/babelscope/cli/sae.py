@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=("relu", "topk"), default="topk")
     p.add_argument("--expansion", type=int, default=16, help="latents per input dimension")
     p.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
-    p.add_argument("--l1", type=float, default=5e-3, help="L1 coefficient (relu)")
+    p.add_argument("--l1", type=float, default=None,
+                   help="L1 coefficient (relu); default 2 for inputs of norm sqrt(d), 2/sqrt(d) with --normalize l2")
     p.add_argument("--tokens", type=number, default=10_000_000, help="training activations (10M, 2.5k, ...)")
     p.add_argument("--val-tokens", type=number, default=100_000, help="held-out activations for picking the lr")
     p.add_argument("--lr", type=_floats, default=(1e-3,),

@@ -23,7 +23,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("tiny", layers=2, hidden=32, heads=4, intermediate=64, context=128),
+    Preset("tiny", layers=2, hidden=32, heads=4, intermediate=64, context=128),  # tests
+    Preset("mini", layers=4, hidden=64, heads=4, context=256),  # the demo's bilingual study: 4 layers to compare
     Preset("1M", layers=8, hidden=64),
     Preset("3M", layers=8, hidden=128),
     Preset("8M", layers=8, hidden=256),

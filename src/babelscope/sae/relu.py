@@ -27,7 +27,7 @@ def relu_loss(u: torch.Tensor, W_enc_T: torch.Tensor, b_enc: torch.Tensor, W_dec
 class ReLUTrainer(TrainableSAE):
     """A ReLU + L1 SAE being trained; `l1` is the sparsity coefficient lambda."""
 
-    def __init__(self, cfg, *, l1: float = 5e-3, **kw):
+    def __init__(self, cfg, *, l1: float = 2.0, **kw):
         super().__init__(cfg, **kw)
         self.l1 = l1
 
