@@ -16,6 +16,23 @@ def run_cli(*args) -> int:
     return 0
 
 
+def three_families(n_layer: int = 2) -> list:
+    """Small random Llama (our `tiny` preset, 2 layers), GPT-2 and GPT-NeoX models, vocabulary 300."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaForCausalLM
+
+    from babelscope.models import llama_config
+
+    torch.manual_seed(0)
+    return [
+        LlamaForCausalLM(llama_config("tiny", 300)),
+        GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=n_layer, n_head=4, n_positions=64,
+                                   bos_token_id=0, eos_token_id=0)),
+        GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=n_layer,
+                                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                         bos_token_id=0, eos_token_id=0)),
+    ]
+
+
 def random_sae(d_in: int, d_sae: int, k: int = 4, seed: int = 0, hook: str = "layers.0.resid_post"):
     """A TopK SAE on L2-normalised inputs with random unit decoder rows (encoder = decoder transposed)."""
     from babelscope.sae import SAE, SAEConfig

@@ -1,11 +1,10 @@
 import pytest
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaForCausalLM
 
 from babelscope.analysis.logits import final_norm, folded_unembedding, logit_weights, top_bottom
-from babelscope.models import llama_config
 from babelscope.sae.hooks import hook_width, patch
+from helpers import three_families
 
 
 def _linearise_final_norm(model: nn.Module) -> None:
@@ -20,19 +19,8 @@ def _linearise_final_norm(model: nn.Module) -> None:
         norm.forward = lambda x: x * norm.weight
 
 
-def _models():
-    torch.manual_seed(0)
-    return [
-        LlamaForCausalLM(llama_config("tiny", 300)),
-        GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                   bos_token_id=0, eos_token_id=0)),
-        GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         intermediate_size=64, max_position_embeddings=64, bos_token_id=0,
-                                         eos_token_id=0)),
-    ]
 
-
-@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("model", three_families(), ids=lambda m: type(m).__name__)
 @pytest.mark.parametrize("kind", ["mlp.act", "mlp.out", "resid_post"])
 def test_logit_weights_equal_measured_logit_change(model, kind):
     model.eval()
@@ -53,7 +41,7 @@ def test_logit_weights_equal_measured_logit_change(model, kind):
 
 
 def test_gain_is_folded_and_reported():
-    model = _models()[0].eval()
+    model = three_families()[0].eval()
     norm = final_norm(model)
     with torch.no_grad():
         norm.weight.fill_(3.0)

@@ -1,25 +1,12 @@
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaForCausalLM
 
 from babelscope.errors import UserError
-from babelscope.models import llama_config
 from babelscope.sae.hooks import capture, hook_module, hook_names, hook_width, parse_hook, patch
+from helpers import three_families
 
 
-def _models():
-    torch.manual_seed(0)
-    return [
-        LlamaForCausalLM(llama_config("tiny", 300)),
-        GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=3, n_head=4, n_positions=64,
-                                   bos_token_id=0, eos_token_id=0)),
-        GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                         intermediate_size=64, max_position_embeddings=64, bos_token_id=0,
-                                         eos_token_id=0)),
-    ]
-
-
-@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("model", three_families(3), ids=lambda m: type(m).__name__)
 def test_resid_post_equals_hidden_states(model):
     model.eval()
     ids = torch.randint(0, 300, (2, 9))
@@ -33,7 +20,7 @@ def test_resid_post_equals_hidden_states(model):
         torch.testing.assert_close(acts[f"layers.{i}.resid_post"], hs[i + 1])
 
 
-@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("model", three_families(3), ids=lambda m: type(m).__name__)
 def test_mlp_act_is_down_projection_input_and_patch_changes_output(model):
     model.eval()
     ids = torch.randint(0, 300, (1, 7))
@@ -52,7 +39,7 @@ def test_mlp_act_is_down_projection_input_and_patch_changes_output(model):
 
 
 def test_capture_stops_after_the_deepest_hook():
-    model = _models()[0].eval()
+    model = three_families(3)[0].eval()
     calls = []
     handle = model.lm_head.register_forward_hook(lambda *a: calls.append(1))
     capture(model, ["layers.0.attn.out"], torch.randint(0, 300, (1, 5)))
@@ -61,7 +48,7 @@ def test_capture_stops_after_the_deepest_hook():
 
 
 def test_bad_hook_name_lists_valid_ones():
-    model = _models()[0]
+    model = three_families(3)[0]
     assert "layers.1.mlp.act" in hook_names(model)
     with pytest.raises(UserError, match=r"valid: layers\.\{0\.\.1\}"):
         capture(model, ["layers.7.mlp.act"], torch.zeros(1, 3, dtype=torch.long))

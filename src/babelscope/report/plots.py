@@ -55,9 +55,10 @@ def biased_features(x: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarra
 
 def tsea_scatter(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str, out: str | Path, *,
                  threshold: float, features: np.ndarray | None = None, title: str = "",
-                 axis_label: str = "enrichment score", max_labels: int = 30) -> list[int]:
+                 axis_label: str = "enrichment score", max_labels: int = 12) -> list[int]:
     """Scatter of two sets' scores per feature with the diagonal; features with |y - x| > threshold are
-    marked and labelled with their id. Returns the marked feature ids (largest gap first)."""
+    marked, the `max_labels` farthest (half on each side) labelled with their id. Returns the marked feature
+    ids (largest gap first)."""
     plt = _pyplot()
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ids = np.arange(len(x)) if features is None else np.asarray(features)
@@ -68,7 +69,8 @@ def tsea_scatter(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str, out: st
     ax.scatter(x[ok], y[ok], s=6, c="#8a8a8a", alpha=0.6, linewidths=0, label="features")
     if len(marked):
         ax.scatter(x[marked], y[marked], s=22, c="#d62728", label=f"|{shape(y_name)} - {shape(x_name)}| > {threshold:g}")
-        for i in marked[:max_labels]:
+        gap = y[marked] - x[marked]
+        for i in [*marked[gap > 0][:max_labels // 2], *marked[gap < 0][:max_labels // 2]]:
             ax.annotate(str(int(ids[i])), (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     finite = np.concatenate([x[ok], y[ok]]) if ok.any() else np.zeros(1)
     lo, hi = min(finite.min(), 0.0), max(finite.max(), 0.0)
