@@ -7,7 +7,7 @@ import torch
 
 from babelscope.analysis.logits import folded_unembedding
 from babelscope.analysis.token_sets import TokenSet
-from babelscope.analysis.tsea import log_score, write_tsea
+from babelscope.analysis.tsea import beyond, log_score, write_tsea
 from babelscope.models import load_model
 from babelscope.report.dashboard import figure_html
 from babelscope.report.plots import biased_features, manhattan, shape, tsea_scatter
@@ -70,6 +70,21 @@ def test_write_tsea_outputs_and_marks_a_planted_feature(tiny_model_dir, tmp_path
     # the default threshold of the log scale is the study's 2 points
     meta = write_tsea(model, tok, hook, W_dec, sets, tmp_path / "log")
     assert meta["threshold"] == 2.0 and meta["plot_scale"] == "log"
+
+
+def test_null_baseline_scores_random_directions_like_features(tiny_model_dir, tmp_path):
+    model, tok = load_model(tiny_model_dir)
+    hook = f"layers.{model.config.num_hidden_layers - 1}.resid_post"
+    d = model.config.hidden_size
+    sets = [TokenSet("a", list(range(10, 60)), "t"), TokenSet("b", list(range(60, 110)), "t")]
+    # Features that are exactly the null's random directions (same seed, same shape) must give the null's counts.
+    R = torch.randn(64, d, generator=torch.Generator().manual_seed(3))
+    R = R / R.norm(dim=1, keepdim=True)
+    meta = write_tsea(model, tok, hook, R, sets, tmp_path, scale="raw", threshold=0.3, seed=3)
+    assert meta["null"] == {"directions": 64, "seed": 3, "beyond_threshold": meta["beyond_threshold"]}
+    assert sum(meta["beyond_threshold"].values()) == len(meta["marked"]) > 0
+    assert "null" not in write_tsea(model, tok, hook, R, sets, tmp_path / "off", null=0)
+    assert beyond(np.array([0.0, 0.0, 1.0, 0.5]), np.array([3.0, -3.0, 1.5, 0.5]), 2.0) == {"above": 1, "below": 1}
 
 
 def test_write_tsea_rejects_a_bad_pair(tiny_model_dir, tmp_path):

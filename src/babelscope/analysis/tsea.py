@@ -223,9 +223,12 @@ SCALE_NOTE = {
 
 def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence, out: str | Path, *,
                p: float = 0.0, threshold: float | None = None, scale: str = "log",
-               pair: Sequence[str] | None = None, chunk: int = 512, source: dict | None = None) -> dict:
+               pair: Sequence[str] | None = None, chunk: int = 512, null: int | None = None, seed: int = 0,
+               source: dict | None = None) -> dict:
     """Score every token set for every feature and write tsea.parquet/.csv, sets.json, the scatter and
-    Manhattan plots (PNG + HTML) and meta.json (last). `sets` are `token_sets.TokenSet`s."""
+    Manhattan plots (PNG + HTML) and meta.json (last). `sets` are `token_sets.TokenSet`s. `null` random unit
+    directions (default: as many as features; 0: none) are scored the same way, as the baseline count of
+    "biased" directions that the model's unembedding alone produces."""
     from babelscope.analysis.logits import folded_unembedding, iter_logit_weights
     from babelscope.errors import UserError
     from babelscope.files import write_json_atomic
@@ -238,6 +241,10 @@ def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence,
     out.mkdir(parents=True, exist_ok=True)
     vocab = len(tokenizer)
     names = [s.name for s in sets]
+    if pair is None and len(names) >= 2:
+        pair = [names[1], names[0]]  # x, y: the first set on the vertical axis, as Study A's English names
+    if pair and (len(pair) != 2 or any(n not in names for n in pair)):
+        raise UserError(f"--scatter needs two of the sets {names}, got {list(pair)}")
     members = [[i for i in s.ids if i < vocab] for s in sets]
     F = W_dec.shape[0]
     chunks = progress(iter_logit_weights(model, hook, W_dec, chunk=chunk, vocab_size=vocab),
@@ -249,7 +256,21 @@ def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence,
     write_json_atomic(out / "sets.json", {"sets": [{**s.coverage(), "ids": list(map(int, m))}
                                                    for s, m in zip(sets, members, strict=True)]})
     shown = res["log_score"] if scale == "log" else res["score"]
-    figures = _figures(out, names, shown, scale, threshold, pair)
+    counts: dict = {}
+    if pair:
+        a, b = names.index(pair[0]), names.index(pair[1])
+        counts["beyond_threshold"] = beyond(shown[:, a], shown[:, b], threshold)
+        n_null = F if null is None else null
+        if n_null:
+            g = torch.Generator().manual_seed(seed)
+            R = torch.randn(n_null, W_dec.shape[1], generator=g).to(W_dec)
+            R = R / R.norm(dim=1, keepdim=True)
+            rnd = tsea(iter_logit_weights(model, hook, R, chunk=chunk, vocab_size=vocab), [members[a], members[b]],
+                       p=p, vocab_size=vocab)["score"]
+            rnd = log_score(rnd) if scale == "log" else rnd
+            counts["null"] = {"directions": n_null, "seed": seed, "beyond_threshold": beyond(rnd[:, 0], rnd[:, 1],
+                                                                                            threshold)}
+    figures = _figures(out, names, shown, scale, threshold, pair, counts.get("null"))
     meta = {**(source or {}), "hook": hook, "n_features": int(F), "vocab_size": vocab, "sets": names,
             "weight_p": p, "form": "unweighted (KS)" if p == 0 else f"weighted |logit|^{p:g}",
             "logit_weights": f"W_U W_dec[f] through the hook's output map; {fold_note}",
@@ -257,9 +278,15 @@ def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence,
             "p_value": "two-sided two-sample KS of the set's logit weights vs the rest (Kolmogorov limit with "
                        "Stephens' correction); q_value: Benjamini-Hochberg over all features x sets",
             "plot_scale": scale, "plot_scale_note": SCALE_NOTE[scale], "threshold": threshold,
-            "empty_sets": [n for n, m in zip(names, members, strict=True) if not m], **figures}
+            "empty_sets": [n for n, m in zip(names, members, strict=True) if not m], **counts, **figures}
     write_json_atomic(out / "meta.json", meta)
     return meta
+
+
+def beyond(x: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, int]:
+    """How many rows lie more than `threshold` above the diagonal (y - x > t) and below it (x - y > t)."""
+    gap = np.asarray(y, dtype=np.float64) - np.asarray(x, dtype=np.float64)
+    return {"above": int((gap > threshold).sum()), "below": int((gap < -threshold).sum())}
 
 
 def _write_table(out: Path, names: list[str], res: dict[str, np.ndarray], sizes: list[int]) -> None:
@@ -284,8 +311,7 @@ def _write_table(out: Path, names: list[str], res: dict[str, np.ndarray], sizes:
 
 
 def _figures(out: Path, names: list[str], shown: np.ndarray, scale: str, threshold: float,
-             pair: Sequence[str] | None) -> dict:
-    from babelscope.errors import UserError
+             pair: Sequence[str] | None, null: dict | None) -> dict:
     from babelscope.files import write_text_atomic
     from babelscope.report.dashboard import figure_html
     from babelscope.report.plots import manhattan, tsea_scatter
@@ -303,11 +329,7 @@ def _figures(out: Path, names: list[str], shown: np.ndarray, scale: str, thresho
         table={"caption": "top 10 features per set", "header": ["feature", "set", label], "rows": top},
         feature_href="feature-{}.html"))
     result["manhattan"] = ["manhattan.png", "manhattan.html"]
-    if pair is None and len(names) >= 2:
-        pair = [names[1], names[0]]  # x, y: the first set on the vertical axis, as Study A's English names
     if pair:
-        if len(pair) != 2 or any(n not in names for n in pair):
-            raise UserError(f"--scatter needs two of the sets {names}, got {list(pair)}")
         a, b = names.index(pair[0]), names.index(pair[1])
         stem = f"scatter_{_slug(pair[1])}_vs_{_slug(pair[0])}"
         marked = tsea_scatter(shown[:, a], shown[:, b], pair[0], pair[1], out / f"{stem}.png", threshold=threshold,
@@ -315,7 +337,9 @@ def _figures(out: Path, names: list[str], shown: np.ndarray, scale: str, thresho
         rows = [[f, f"{shown[f, a]:.3f}", f"{shown[f, b]:.3f}", f"{shown[f, b] - shown[f, a]:+.3f}"] for f in marked]
         write_text_atomic(out / f"{stem}.html", figure_html(
             f"TSEA: {pair[1]} vs {pair[0]}", (out / f"{stem}.png").read_bytes(),
-            note=f"score shown: {SCALE_NOTE[scale]}; marked: |{pair[1]} - {pair[0]}| > {threshold:g}",
+            note=f"score shown: {SCALE_NOTE[scale]}; marked: |{pair[1]} - {pair[0]}| > {threshold:g}" + (
+                "" if not null else f"; baseline: of {null['directions']} random unit directions, "
+                f"{null['beyond_threshold']['above']} lie above and {null['beyond_threshold']['below']} below"),
             table={"caption": f"{len(marked)} features beyond the threshold (largest gap first)",
                    "header": ["feature", pair[0], pair[1], "gap"], "rows": rows},
             feature_href="feature-{}.html"))

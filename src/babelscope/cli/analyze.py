@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="plot scale: log = sign(ES)*-ln(1-|ES|) as the study's figures (default), raw = ES")
     p.add_argument("--threshold", type=float, default=None,
                    help="mark features with |score_b - score_a| above this (default 2 on the log scale, 0.5 raw)")
+    p.add_argument("--null", type=number, default=None,
+                   help="random unit directions scored as a baseline for the count beyond the threshold (default: "
+                        "as many as features; 0: none)")
     p.add_argument("--chunk", type=int, default=512, help="features per chunk")
     p.add_argument("--device", default="auto")
 
@@ -96,12 +99,13 @@ def run_tsea(args: argparse.Namespace) -> int:
     meta = analyze_tsea(args.model, args.sae, parse_specs(args.sets), args.out, data=args.data,
                         text_field=args.text_field, max_docs=args.max_docs, multi=args.multi,
                         min_count=args.min_count, device=args.device, command_args=_args(args), p=args.weight,
-                        threshold=args.threshold, scale=args.scale, pair=pair, chunk=args.chunk)
+                        threshold=args.threshold, scale=args.scale, pair=pair, chunk=args.chunk,
+                        null=None if args.null is None else int(args.null))
     for name in meta.get("empty_sets", []):
         print(f"babelscope: warning: token set '{name}' has no token in this vocabulary (see sets.json); its "
               "scores are empty", file=sys.stderr)
     print(json.dumps({k: meta.get(k) for k in ("sets", "n_features", "threshold", "plot_scale", "scatter_pair",
-                                                "marked")}, ensure_ascii=False))
+                                                "beyond_threshold", "null", "marked")}, ensure_ascii=False))
     return 0
 
 

@@ -156,6 +156,7 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
             analyze_tsea(model_dir, sae_dir, ["english_names", "arabic_names", "name_then_punct"], tsea_dir,
                          data=[paths["translated"], paths["native"]], pair=("arabic_names", "english_names"),
                          device=cfg.device)
+        null = json.loads((tsea_dir / "meta.json").read_text())["null"]["beyond_threshold"]
         table = pq.read_table(tsea_dir / "tsea.parquet").to_pydict()
         score = {s: np.array([v for v, t in zip(table["log_score"], table["set"], strict=True) if t == s])
                  for s in ("english_names", "arabic_names")}
@@ -176,11 +177,15 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
                        features=sorted({int(f) for f in pick} & alive), source=str(model_dir))
         result[name] = {"hook": hook, "features": len(gap), "english_biased": len(english),
                         "arabic_biased": len(arabic), "threshold": threshold,
+                        "random_directions": {"english_biased": null["above"], "arabic_biased": null["below"]},
                         "top_english": [int(f) for f in english[np.argsort(-gap[english])][:5]]}
-    print("\nSAE features whose enrichment for English names exceeds Arabic names by > 2 (log scale), and back")
+    print("\nSAE features whose enrichment for English names exceeds Arabic names by > 2 (log scale), and back;"
+          "\nin brackets, the same count for as many random directions (what the unembedding alone gives)")
     for name, r in result.items():
-        print(f"  {name:<5} {r['english_biased']:>4} English-biased   {r['arabic_biased']:>4} Arabic-biased   "
-              f"of {r['features']} features ({r['hook']})")
+        rnd = r["random_directions"]
+        print(f"  {name:<5} {r['english_biased']:>4} ({rnd['english_biased']:>4}) English-biased   "
+              f"{r['arabic_biased']:>4} ({rnd['arabic_biased']:>4}) Arabic-biased   of {r['features']} features "
+              f"({r['hook']})")
     return result
 
 
