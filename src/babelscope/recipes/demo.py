@@ -149,8 +149,8 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
             _log(f"{name}: training a {cfg.sae_arch} SAE on {hook}")
             train_sae(model_dir, hook, [paths["translated"], paths["native"]], sae_dir, arch=cfg.sae_arch,
                       expansion=cfg.sae_expansion, tokens=cfg.sae_tokens, val_tokens=cfg.sae_tokens // 10,
-                      l1=cfg.sae_l1, lrs=[cfg.sae_lr], batch_size=256, buffer_size=1 << 15, positions="all", normalize="scale",
-                      context_size=cfg.context, seed=cfg.seed, device=cfg.device)
+                      l1=cfg.sae_l1, lrs=[cfg.sae_lr], batch_size=256, buffer_size=1 << 15, positions="all",
+                      normalize="scale", context_size=cfg.context, seed=cfg.seed, device=cfg.device)
         if not (tsea_dir / "meta.json").exists():
             _log(f"{name}: token set enrichment (English names, Arabic names, names before punctuation)")
             analyze_tsea(model_dir, sae_dir, ["english_names", "arabic_names", "name_then_punct"], tsea_dir,
