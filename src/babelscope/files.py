@@ -37,6 +37,17 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+def write_table_atomic(stem: str | Path, table: Any, formats: tuple[str, ...] = ("parquet", "csv")) -> None:
+    """A pyarrow table as `stem.parquet` and `stem.csv` (or the given formats), each written atomically."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    stem = Path(stem)
+    for ext in formats:
+        with atomic_path(stem.with_name(f"{stem.name}.{ext}")) as tmp:
+            (pq.write_table if ext == "parquet" else pacsv.write_csv)(table, tmp)
+
+
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> int:
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:

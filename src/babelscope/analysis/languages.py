@@ -254,24 +254,18 @@ def _layer_of(hook: str | None) -> int | None:
 
 
 def write_measures(out: str | Path, cols: dict[str, np.ndarray], summary: dict[str, Any]) -> Path:
-    """Write measures.parquet, measures.csv and summary.json (last, the cell's completion marker) atomically."""
+    """Write measures.parquet, measures.csv, summary.csv and summary.json (last, the cell's completion marker) atomically."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from babelscope.files import atomic_path, write_json_atomic
+    from babelscope.files import write_json_atomic, write_table_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = pa.table({k: pa.array(np.asarray(v).tolist() if np.asarray(v).dtype == object else v)
                       for k, v in cols.items()})
-    with atomic_path(out / f"{MEASURES}.parquet") as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out / f"{MEASURES}.csv") as tmp:
-        pacsv.write_csv(table, tmp)
-    with atomic_path(out / "summary.csv") as tmp:
-        flat = {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in summary.items()}
-        pacsv.write_csv(pa.Table.from_pylist([flat]), tmp)
+    write_table_atomic(out / MEASURES, table)
+    flat = {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in summary.items()}
+    write_table_atomic(out / "summary", pa.Table.from_pylist([flat]), formats=("csv",))
     write_json_atomic(out / SUMMARY, summary)
     return out
 

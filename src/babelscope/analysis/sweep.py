@@ -339,17 +339,11 @@ def check_settings(out: Path, cfg: SweepConfig) -> None:
 def write_summary(out: Path, rows: list[dict]) -> None:
     """summary.parquet and summary.csv: one row per cell (lists stored as JSON text)."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from babelscope.files import atomic_path
+    from babelscope.files import write_table_atomic
 
     flat = [{k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in r.items()} for r in rows]
-    table = pa.Table.from_pylist(flat)
-    with atomic_path(out / "summary.parquet") as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out / "summary.csv") as tmp:
-        pacsv.write_csv(table, tmp)
+    write_table_atomic(out / "summary", pa.Table.from_pylist(flat))
 
 
 # ---- figures and the page -------------------------------------------------------------------------------------

@@ -291,10 +291,8 @@ def beyond(x: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, int]:
 
 def _write_table(out: Path, names: list[str], res: dict[str, np.ndarray], sizes: list[int]) -> None:
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from babelscope.files import atomic_path
+    from babelscope.files import write_table_atomic
 
     F, S = res["score"].shape
     table = pa.table({
@@ -304,10 +302,7 @@ def _write_table(out: Path, names: list[str], res: dict[str, np.ndarray], sizes:
         "p_value": res["p_value"].ravel(), "q_value": res["q_value"].ravel(),
         "set_size": pa.array(np.tile(np.array(sizes, dtype=np.int32), F)),
     })
-    with atomic_path(out / "tsea.parquet") as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out / "tsea.csv") as tmp:
-        pacsv.write_csv(table, tmp)
+    write_table_atomic(out / "tsea", table)
 
 
 def _figures(out: Path, names: list[str], shown: np.ndarray, scale: str, threshold: float,

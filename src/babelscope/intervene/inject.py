@@ -215,18 +215,12 @@ def format_table(rows: list[dict], labels: Sequence[str]) -> str:
 def write_table(out: str | Path, rows: list[dict], labels: Sequence[str]) -> Path:
     """injection.parquet, injection.csv and table.md under `out`, each written atomically."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from babelscope.files import atomic_path, write_text_atomic
+    from babelscope.files import write_table_atomic, write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows)
-    with atomic_path(out / "injection.parquet") as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out / "injection.csv") as tmp:
-        pacsv.write_csv(table, tmp)
+    write_table_atomic(out / "injection", pa.Table.from_pylist(rows))
     note = ("Perplexity of the mid-training model with the full model's SAE features of each type added at the "
             "hook; per type, the n features most frequently active in the full model's feature store.\n\n")
     write_text_atomic(out / "table.md", note + format_table(rows, labels))

@@ -156,12 +156,13 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
             analyze_tsea(model_dir, sae_dir, ["english_names", "arabic_names", "name_then_punct"], tsea_dir,
                          data=[paths["translated"], paths["native"]], pair=("arabic_names", "english_names"),
                          device=cfg.device)
-        null = json.loads((tsea_dir / "meta.json").read_text())["null"]["beyond_threshold"]
+        meta = json.loads((tsea_dir / "meta.json").read_text())
+        null = meta["null"]["beyond_threshold"]
         table = pq.read_table(tsea_dir / "tsea.parquet").to_pydict()
         score = {s: np.array([v for v, t in zip(table["log_score"], table["set"], strict=True) if t == s])
                  for s in ("english_names", "arabic_names")}
         gap = score["english_names"] - score["arabic_names"]
-        threshold = 2.0  # Study A's "2 points" from the diagonal, on the -ln(1 - ES) scale it plotted
+        threshold = meta["threshold"]  # Study A's "2 points" from the diagonal, on the -ln(1 - ES) scale
         english, arabic = np.flatnonzero(gap > threshold), np.flatnonzero(gap < -threshold)
         if not (feats_dir / "meta.json").exists():
             build_store(model_dir, sae_dir, [paths["valid_translated"], paths["valid_native"]], feats_dir,
