@@ -57,7 +57,7 @@ def bench_feature_pass(tokens: int, preset: str, d_sae: int, k: int, context: in
 
     from babelscope.analysis.store import StoreConfig, aggregate, write_shards
     from babelscope.models import llama_config
-    from babelscope.sae.hooks import hook_width
+    from babelscope.models.hooks import hook_width
     from babelscope.tokenizer import train_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:

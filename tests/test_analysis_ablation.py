@@ -5,7 +5,7 @@ from torch import nn
 from babelscope.analysis.ablation import feature_remover, loss_deltas
 from babelscope.analysis.logits import final_norm, folded_unembedding
 from babelscope.models import llama_config
-from babelscope.sae.hooks import capture
+from babelscope.models.hooks import capture
 
 
 class LinearSAE(nn.Module):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from babelscope.analysis.logits import final_norm, folded_unembedding, logit_weights, top_bottom
-from babelscope.sae.hooks import hook_width, patch
+from babelscope.models.hooks import hook_width, patch
 from helpers import three_families
 
 

@@ -20,7 +20,7 @@ from babelscope.analysis.store import (
 )
 from babelscope.errors import UserError
 from babelscope.models import load_model
-from babelscope.sae.hooks import capture
+from babelscope.models.hooks import capture
 
 HOOK = "layers.1.mlp.act"
 

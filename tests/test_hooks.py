@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from babelscope.errors import UserError
-from babelscope.sae.hooks import capture, hook_module, hook_names, hook_width, parse_hook, patch
+from babelscope.models.hooks import HookPoint, capture, hook_module, hook_names, hook_width, parse_hook, patch
 from helpers import three_families
 
 
@@ -52,5 +52,19 @@ def test_bad_hook_name_lists_valid_ones():
     assert "layers.1.mlp.act" in hook_names(model)
     with pytest.raises(UserError, match=r"valid: layers\.\{0\.\.1\}"):
         capture(model, ["layers.7.mlp.act"], torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(UserError, match=r"no hook point 'blocks\.0\.hook_resid_post'"):
-        capture(model, ["blocks.0.hook_resid_post"], torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(UserError, match=r"no hook point 'blocks\.0\.hook_resid'"):
+        capture(model, ["blocks.0.hook_resid"], torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_transformerlens_spelling_names_the_same_activation():
+    model = three_families(3)[0].eval()
+    ids = torch.randint(0, 300, (2, 5))
+    for ours in ("layers.1.resid_post", "layers.0.mlp.act", "layers.1.mlp.out", "layers.0.attn.out"):
+        point = HookPoint.parse(ours)
+        tl = point.format("tl")
+        assert HookPoint.parse(tl) == point and point.format() == ours
+        acts = capture(model, [ours, tl], ids, stop_early=False)
+        assert torch.equal(acts[ours], acts[tl])
+    assert HookPoint.parse("blocks.3.mlp.hook_post").format("tl") == "blocks.3.mlp.hook_post"
+    with pytest.raises(UserError, match=r"expected layers\.L"):
+        HookPoint.parse("layers.x.mlp.act")

@@ -78,7 +78,7 @@ def test_raw_space_rescales_by_the_full_activation_norm(models):
     sae = random_sae(32, 64)
     ids = torch.tensor([[tok.bos_token_id, 5, 6, 7]])
     seen = {}
-    from babelscope.sae.hooks import capture, decoder_layers
+    from babelscope.models.hooks import capture, decoder_layers
 
     h_full = capture(full, [HOOK], ids)[HOOK]
     h_mid = capture(mid, [HOOK], ids)[HOOK]

@@ -11,7 +11,7 @@ from babelscope.errors import UserError
 from babelscope.generate import generate
 from babelscope.intervene.steer import Steer, parse_steer, steer_delta, steering_fn, steering_patches
 from babelscope.models import load_model
-from babelscope.sae.hooks import patch
+from babelscope.models.hooks import patch
 
 HOOK = "layers.1.resid_post"  # the last layer of the tiny preset
 

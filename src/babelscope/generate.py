@@ -15,7 +15,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, max_new_tokens
              patches: Sequence[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = ()) -> list[list[str]]:
     """`n` completions (the new text only) for each prompt; temperature 0 means greedy decoding.
 
-    `patches` are (hook name, fn) pairs applied with `sae.hooks.patch` during sampling (steering uses them).
+    `patches` are (hook name, fn) pairs applied with `models.hooks.patch` during sampling (steering uses them).
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -29,7 +29,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int = 1, max_new_tokens
     try:
         with contextlib.ExitStack() as stack:
             if patches:
-                from babelscope.sae.hooks import patch
+                from babelscope.models.hooks import patch
 
                 for name, fn in patches:
                     stack.enter_context(patch(model, name, fn))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from babelscope.sae.hooks import patch
+from babelscope.models.hooks import patch
 
 
 def _token_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

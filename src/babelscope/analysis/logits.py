@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from babelscope.errors import UserError
-from babelscope.sae.hooks import find_module, hook_module, parse_hook
+from babelscope.models.hooks import find_module, hook_module, parse_hook
 
 _FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm",
                 "model.final_layernorm")

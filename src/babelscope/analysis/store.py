@@ -134,7 +134,7 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
     """
     import torch
 
-    from babelscope.sae.contexts import iter_contexts
+    from babelscope.models.contexts import iter_contexts
 
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)

@@ -250,7 +250,7 @@ def sae_metrics(sae_dir: Path) -> dict[str, Any]:
 
 def train_cell_sae(model, tokenizer, hook: str, sae_data: Path, out: Path, cfg: SweepConfig) -> None:
     """Train one layer's SAE with the study's settings scaled to the model (resuming a killed run)."""
-    from babelscope.sae.hooks import hook_width
+    from babelscope.models.hooks import hook_width
     from babelscope.sae.train import train_sae
 
     train_sae(model, hook, [sae_data], out, tokenizer=tokenizer, resume=(out / "checkpoint.pt").exists(),

@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        rc = args.func(args)
+        if args.settings is not None:
+            from babelscope.settings import from_args
+
+            rc = args.func(from_args(args.settings, args))
+        else:
+            rc = args.func(args)
     except UserError as e:
         print(f"babelscope: error: {e}", file=sys.stderr)
         sys.exit(2)

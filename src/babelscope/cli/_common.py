@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 from babelscope.errors import UserError
+from babelscope.settings import add_settings
+from babelscope.settings import number as _number
 
 
-def command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int | None],
-            help: str, description: str | None = None) -> argparse.ArgumentParser:
-    """Add a subcommand whose handler is `func`."""
+def command(sub: argparse._SubParsersAction, name: str, func: Callable[[Any], int | None], help: str,
+            description: str | None = None, settings: type | None = None) -> argparse.ArgumentParser:
+    """Add a subcommand whose handler is `func`; with `settings` (a dataclass) its flags come from the fields and
+    the handler receives the built settings object instead of the parsed arguments."""
     p = sub.add_parser(name, help=help, description=description or help)
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, settings=settings)
+    if settings is not None:
+        add_settings(p, settings)
     return p
 
 
@@ -36,12 +42,10 @@ def csv_list(value: str) -> list[str]:
 
 def number(value: str) -> int:
     """An integer that may be written 10M, 2.5k or 4e6 (argparse type)."""
-    v = value.strip().lower().replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}.get(v[-1:], 1)
     try:
-        return int(float(v[:-1] if scale != 1 else v) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count such as 5000, 10M or 4e6, got {value!r}") from None
+        return _number(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def require(cond: bool, message: str) -> None:

@@ -73,7 +73,7 @@ def injected_forward(full, mid, sae, hook: str, mask: torch.Tensor, alpha: float
                      bos_token_id: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A `forward(ids, mask) -> logits` for `eval.perplexity`: the full model runs to the hook (capture), its
     SAE features under `mask` are injected into the mid model's activation there (patch)."""
-    from babelscope.sae.hooks import capture, patch
+    from babelscope.models.hooks import capture, patch
 
     if space not in SPACES:
         raise UserError(f"space must be one of {', '.join(SPACES)}, got '{space}'")
@@ -95,7 +95,7 @@ def injected_forward(full, mid, sae, hook: str, mask: torch.Tensor, alpha: float
 
 def check_pair(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any) -> None:
     """Full and mid model must share architecture and vocabulary, and the SAE must fit the hook."""
-    from babelscope.sae.hooks import hook_width, parse_hook
+    from babelscope.models.hooks import hook_width, parse_hook
 
     keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
     a, b = full.config.to_dict(), mid.config.to_dict()

@@ -57,7 +57,7 @@ def steer_delta(h: torch.Tensor, w_dec: torch.Tensor, steers: Sequence[Steer], *
 
 
 def steering_fn(sae, steers: Sequence[Steer], mode: str = "add") -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function for `sae.hooks.patch(model, sae.cfg.hook_name, fn)` that applies `steers`."""
+    """The function for `models.hooks.patch(model, sae.cfg.hook_name, fn)` that applies `steers`."""
     d_sae = int(sae.cfg.d_sae)
     for s in steers:
         if not 0 <= s.feature < d_sae:

@@ -100,7 +100,7 @@ class ModelSource:
     def __init__(self, model, tokenizer, records: Callable[[], Iterable[dict]], hook: str, *,
                  positions: Positions = Positions("all"), context_size: int = 128, batch_size: int = 32,
                  seed: int = 0, rank: int = 0, world: int = 1, device: str | torch.device | None = None):
-        from babelscope.sae.hooks import hook_width
+        from babelscope.models.hooks import hook_width
 
         self.model, self.tokenizer, self.records, self.hook = model, tokenizer, records, hook
         self.d_in = hook_width(model, hook)  # also validates the hook name
@@ -111,7 +111,7 @@ class ModelSource:
         self.consumed = 0  # records of this rank already turned into activations
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        from babelscope.sae.contexts import iter_contexts
+        from babelscope.models.contexts import iter_contexts
 
         mine = itertools.islice(self.records(), self.rank, None, self.world)
         mine = itertools.islice(mine, self.consumed, None)

@@ -101,7 +101,7 @@ def _splice(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tenso
 
 def check_sae_matches(sae: SAE, model: Any, hook: str | None = None) -> str:
     """The hook to use; a UserError when the SAE's width does not match that hook of the model."""
-    from babelscope.sae.hooks import hook_width, parse_hook
+    from babelscope.models.hooks import hook_width, parse_hook
 
     hook = hook or sae.cfg.hook_name
     if not hook:
@@ -122,9 +122,9 @@ def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], 
 
     Positions default to those the SAE was trained on (cfg.extra["positions"]); contexts are cut the same way.
     """
+    from babelscope.models.contexts import iter_contexts
+    from babelscope.models.hooks import patch
     from babelscope.sae.buffer import parse_positions, select_positions
-    from babelscope.sae.contexts import iter_contexts
-    from babelscope.sae.hooks import patch
 
     hook = check_sae_matches(sae, model, hook)
     pos = parse_positions(positions or sae.cfg.extra.get("positions", "all"))

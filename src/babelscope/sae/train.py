@@ -410,7 +410,7 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     every later run with the same settings trains from them. Returns the best SAE, its metrics and the grid.
     """
     from babelscope.models import load_model, resolve_device
-    from babelscope.sae.hooks import hook_width, parse_hook
+    from babelscope.models.hooks import hook_width, parse_hook
 
     tcfg = replace(config or TrainConfig(), **overrides)
     if threads:

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from babelscope.errors import UserError
 from babelscope.files import write_json_atomic
+from babelscope.settings import Settings, opt
 from babelscope.train import dist
 from babelscope.train.checkpoint import (
     check_weights,
@@ -33,40 +34,46 @@ _RESUME_KEYS = ("preset", "data", "val_data", "context", "batch_size", "grad_acc
                 "min_lr", "epochs", "max_steps", "seed", "init_from", "kv_heads")
 
 
-@dataclass
-class TrainConfig:
-    out: str
-    data: list[str]
-    preset: str | None = None
-    tokenizer: str | None = None
-    val_data: list[str] = field(default_factory=list)
-    val_fraction: float = 0.01
-    text_field: str = "text"
-    init_from: str | None = None  # continual pre-training: weights and optimizer state of this HF dir
-    init_optimizer: bool = True
-    resume: bool = False
-    context: int | None = None
-    kv_heads: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 5e-5  # the first study's constant rate
-    schedule: str = "constant"  # or "cosine"
-    warmup: float = 0.05  # a fraction of the steps (< 1) or a number of steps
-    min_lr: float = 0.1  # cosine floor, as a fraction of lr
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    epochs: float = 1.0
-    max_steps: int | None = None
-    eval_every: int = 200
-    eval_batches: int = 20
-    save_every: int | None = None
-    checkpoint_at: list[int] = field(default_factory=list)  # token counts, for training-dynamics studies
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on a GPU that has it, else fp32
-    compile: bool = False
-    cache_dir: str | None = None
+@dataclass(kw_only=True)
+class TrainConfig(Settings):
+    """`babelscope train`: pre-train a preset, continue pre-training (`init_from`) or resume a run exactly."""
+
+    data: list[str] = opt(help="training corpus files (JSONL, .txt, Parquet)")
+    out: str = opt(help="run directory")
+    preset: str | None = opt(None, "model preset (see `babelscope models list`)")
+    tokenizer: str | None = opt(None, "tokenizer directory (not needed with --init-from)")
+    val_data: list[str] = opt(help="validation files (default: every 1/val_fraction-th document of --data)",
+                              default_factory=list)
+    val_fraction: float = opt(0.01, "share of --data held out for validation when --val-data is not given", ge=0.0, le=0.5)
+    text_field: str = opt("text", "the record field holding the text")
+    init_from: str | None = opt(None, "continual pre-training: start from this model dir and its optimizer state")
+    init_optimizer: bool = opt(True, "with --init-from, load the weights only and start a fresh optimizer")
+    resume: bool = opt(False, "continue the run in --out from its latest checkpoint")
+    context: int | None = opt(None, "tokens per window (default: the preset's 512)", gt=0)
+    kv_heads: int | None = opt(None, "grouped-query attention: key/value heads", gt=0)
+    batch_size: int = opt(8, "windows per micro-batch per process", gt=0)
+    grad_accum: int = opt(1, "micro-batches per optimizer step", gt=0)
+    lr: float = opt(5e-5, "peak learning rate (the first study's constant rate)", gt=0)
+    schedule: str = opt("constant", "learning-rate schedule after warm-up", choices=("constant", "cosine"))
+    warmup: float = opt(0.05, "warm-up: a fraction of the steps (< 1) or a number of steps", ge=0)
+    min_lr: float = opt(0.1, "cosine floor, as a fraction of --lr", ge=0.0, le=1.0)
+    weight_decay: float = opt(0.1, "AdamW weight decay (matrices only)", ge=0)
+    betas: tuple[float, float] = opt((0.9, 0.95), "AdamW betas")
+    grad_clip: float = opt(1.0, "gradient-norm clip", gt=0)
+    epochs: float = opt(1.0, "passes over the training split", gt=0)
+    max_steps: int | None = opt(None, "stop after this many optimizer steps (overrides --epochs)", gt=0)
+    eval_every: int = opt(200, "steps between validation losses", gt=0)
+    eval_batches: int = opt(20, "validation batches per evaluation", gt=0)
+    save_every: int | None = opt(None, "also checkpoint every N steps", gt=0)
+    checkpoint_at: list[int] = opt(help="checkpoint when these token counts are reached, e.g. 4e6,4e7,4e8",
+                                   default_factory=list, ge=0)
+    seed: int = opt(0, "seed of the initialisation and the data order")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = opt("auto", "auto: bf16 autocast on a GPU that has it, else fp32",
+                         choices=("auto", "fp32", "bf16"))
+    compile: bool = opt(False, "torch.compile the model (GPU)")
+    cache_dir: str | None = opt(None, "where token shards are kept (default $BABELSCOPE_CACHE/tokens or "
+                                      "~/.cache/babelscope/tokens)")
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_lr: float) -> float:

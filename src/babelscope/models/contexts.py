@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from babelscope.sae.hooks import capture
+from babelscope.models.hooks import capture
 from babelscope.tokenizer import encode_batch
 
 

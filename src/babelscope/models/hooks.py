@@ -1,13 +1,16 @@
 """Hook points with the same meaning on every supported HF causal LM, captured with forward hooks.
 
-    layers.{L}.resid_post   the decoder layer's output (the residual stream after layer L)
-    layers.{L}.mlp.act      the MLP's hidden activation: the input of its down projection
-    layers.{L}.mlp.out      the MLP's output, before it is added to the residual stream
-    layers.{L}.attn.out     the attention block's output, before it is added to the residual stream
+    babelscope name         TransformerLens name      what it is
+    layers.{L}.resid_post   blocks.{L}.hook_resid_post  the decoder layer's output (residual stream after L)
+    layers.{L}.mlp.act      blocks.{L}.mlp.hook_post    the MLP's hidden activation: its down projection's input
+    layers.{L}.mlp.out      blocks.{L}.hook_mlp_out     the MLP's output, before it joins the residual stream
+    layers.{L}.attn.out     blocks.{L}.hook_attn_out    the attention block's output, before it joins the stream
 
-Supported layouts: Llama-style (`model.layers`, also Mistral, Qwen2, ...), GPT-2 (`transformer.h`) and
-GPT-NeoX (`gpt_neox.layers`). Capturing stops the forward pass right after the deepest hook needed, so the
-layers above it and the unembedding are never computed.
+Both spellings are accepted everywhere (`HookPoint.parse`); SAE files are written with the TransformerLens one
+(SAELens and TransformerLens tools read it), babelscope prints its own. Supported layouts: Llama-style
+(`model.layers`, also Mistral, Qwen2, ...), GPT-2 (`transformer.h`) and GPT-NeoX (`gpt_neox.layers`).
+Capturing stops the forward pass right after the deepest hook needed, so the layers above it and the
+unembedding are never computed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from torch import nn
 from babelscope.errors import UserError
 
 KINDS = ("resid_post", "mlp.act", "mlp.out", "attn.out")
-_NAME = re.compile(r"^layers\.(\d+)\.(resid_post|mlp\.act|mlp\.out|attn\.out)$")
+TL_KINDS = {"resid_post": "hook_resid_post", "mlp.act": "mlp.hook_post", "mlp.out": "hook_mlp_out",
+            "attn.out": "hook_attn_out"}
+_OURS = re.compile(r"^layers\.(\d+)\.(resid_post|mlp\.act|mlp\.out|attn\.out)$")
+_TL = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|mlp\.hook_post|hook_mlp_out|hook_attn_out)$")
+_FROM_TL = {v: k for k, v in TL_KINDS.items()}
 _LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
 _MLP = ("mlp", "feed_forward")
 _DOWN = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2")
@@ -32,9 +39,34 @@ _ATTN = ("self_attn", "attn", "attention")
 
 @dataclass(frozen=True)
 class HookPoint:
-    name: str
+    """A (layer, kind) place in a decoder stack; `parse` reads either spelling, `format` writes either."""
+
     layer: int
     kind: str
+
+    @classmethod
+    def parse(cls, name: str) -> HookPoint:
+        """`layers.3.mlp.act` or `blocks.3.mlp.hook_post` -> HookPoint(3, "mlp.act"); anything else is a UserError."""
+        text = str(name).strip()
+        if m := _OURS.match(text):
+            return cls(int(m[1]), m[2])
+        if m := _TL.match(text):
+            return cls(int(m[1]), _FROM_TL[m[2]])
+        raise UserError(f"no hook point '{name}'; expected layers.L.{{{','.join(KINDS)}}} or the TransformerLens "
+                        f"spelling blocks.L.{{{','.join(TL_KINDS.values())}}}")
+
+    def format(self, style: str = "babelscope") -> str:
+        """The name in babelscope's spelling (`layers.L.kind`) or TransformerLens' (`style="tl"`)."""
+        if style == "tl":
+            return f"blocks.{self.layer}.{TL_KINDS[self.kind]}"
+        return f"layers.{self.layer}.{self.kind}"
+
+    @property
+    def name(self) -> str:
+        return self.format()
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 def find_module(obj: nn.Module, dotted: str) -> nn.Module | None:
@@ -64,18 +96,22 @@ def _child(module: nn.Module, names: tuple[str, ...], what: str) -> nn.Module:
 
 
 def hook_names(model: nn.Module) -> list[str]:
-    """Every valid hook name for this model."""
+    """Every valid hook name for this model (babelscope spelling)."""
     n = len(decoder_layers(model))
     return [f"layers.{i}.{k}" for i in range(n) for k in KINDS]
 
 
-def parse_hook(model: nn.Module, name: str) -> HookPoint:
+def parse_hook(model: nn.Module, name: str | HookPoint) -> HookPoint:
+    """The hook point `name` (either spelling), checked against this model's layer count."""
     n = len(decoder_layers(model))
-    m = _NAME.match(name)
-    if not m or int(m.group(1)) >= n:
+    try:
+        point = name if isinstance(name, HookPoint) else HookPoint.parse(name)
+    except UserError:
+        point = None
+    if point is None or point.layer >= n:
         raise UserError(f"no hook point '{name}'; valid: layers.{{0..{n - 1}}}.{{{','.join(KINDS)}}} "
-                        f"(e.g. layers.{n - 1}.mlp.act)")
-    return HookPoint(name, int(m.group(1)), m.group(2))
+                        f"(e.g. layers.{n - 1}.mlp.act, or blocks.{n - 1}.mlp.hook_post)")
+    return point
 
 
 def hook_module(model: nn.Module, point: HookPoint) -> nn.Module:
@@ -122,15 +158,15 @@ def _registered(handles: list) -> Iterator[None]:
 
 def capture(model: nn.Module, names: list[str], input_ids: torch.Tensor,
             attention_mask: torch.Tensor | None = None, *, stop_early: bool = True) -> dict[str, torch.Tensor]:
-    """Run `model` on a batch and return the activations [B, T, d] at each hook point."""
-    points = [parse_hook(model, n) for n in names]
+    """Run `model` on a batch and return the activations [B, T, d] at each hook point, keyed as `names` spell them."""
+    points = {n: parse_hook(model, n) for n in names}
     out: dict[str, torch.Tensor] = {}
     handles = []
-    for p in points:
+    for name, p in points.items():
         module = hook_module(model, p)
 
-        def save(value: torch.Tensor, p: HookPoint = p) -> None:
-            out[p.name] = value.detach()
+        def save(value: torch.Tensor, name: str = name) -> None:
+            out[name] = value.detach()
             if stop_early and len(out) == len(points):  # the deepest hook has fired: skip the rest
                 raise _Stop
 
