@@ -172,11 +172,13 @@ _DDP_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
     from babelscope.sae.buffer import TensorSource
-    from babelscope.sae.train import TrainConfig, _dist, train_on_source
+    from babelscope import dist
+    from babelscope.sae.train import TrainConfig, train_on_source
     from babelscope.sae.base import SAEConfig
     sys.path.insert(0, sys.argv[2])
     from test_sae_train import _low_rank_acts
-    rank, world = _dist()
+    d = dist.init("cpu")
+    rank, world = d.rank, d.world
     acts = _low_rank_acts(9000)
     train = acts[1000:].chunk(world)[rank]
     val = acts[:1000].chunk(world)[rank]

@@ -1,7 +1,6 @@
 """Steering: value 0 in add mode is plain generation; a large value pushes the output toward the feature's
 logit direction; clamp sets the activation; bad features are one-line errors."""
 
-import argparse
 
 import pytest
 import torch
@@ -27,7 +26,7 @@ def model(tiny_model_dir):
 
 def test_parse_steer():
     assert parse_steer("12:-3.5") == Steer(12, -3.5)
-    with pytest.raises(argparse.ArgumentTypeError, match="FEATURE:VALUE"):
+    with pytest.raises(ValueError, match="FEATURE:VALUE"):
         parse_steer("12")
 
 

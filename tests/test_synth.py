@@ -132,7 +132,7 @@ def _rows(path) -> list[dict]:
 
 
 def _cfg(out, **kw) -> SynthConfig:
-    base = dict(out=str(out), model="tiny", n=12, lang="ar", concurrency=3, max_tokens=6, min_lang_share=0.0,
+    base = dict(out=str(out), base_url="http://127.0.0.1", model="tiny", n=12, lang="ar", concurrency=3, max_tokens=6, min_lang_share=0.0,
                 keep_truncated=True)
     return SynthConfig(**{**base, **kw})
 

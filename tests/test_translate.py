@@ -133,7 +133,7 @@ def test_both_backends_translate_and_keep_fields(tmp_path, nllb_dir, ct2, englis
     for backend, data in ((ct2, english), (hf, short)):
         src = [json.loads(line) for line in data.read_text().splitlines()]
         out = tmp_path / f"{backend.name}.jsonl"
-        stats = translate_corpus(backend, TranslateJob(inputs=[str(data)], out=str(out), chunk_records=5))
+        stats = translate_corpus(backend, TranslateJob(inputs=[str(data)], out=str(out), model="m", chunk_records=5))
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert stats.written == len(src) == len(rows) and stats.sentences > len(src)
         for i, (a, b) in enumerate(zip(src, rows, strict=True)):
@@ -142,7 +142,7 @@ def test_both_backends_translate_and_keep_fields(tmp_path, nllb_dir, ct2, englis
             assert b["text"].count("\n\n") == a["text"].count("\n\n")  # paragraphs survive
         assert (tmp_path / f"{backend.name}.jsonl.manifest.json").is_file()
         # Running again resumes: nothing new is written.
-        again = translate_corpus(backend, TranslateJob(inputs=[str(data)], out=str(out)))
+        again = translate_corpus(backend, TranslateJob(inputs=[str(data)], out=str(out), model="m"))
         assert again.written == 0 and again.skipped == len(src)
         assert out.read_text().count("\n") == len(src)
 
@@ -152,16 +152,16 @@ def test_shards_cover_the_input_exactly_once(tmp_path, ct2, english):
     seen = []
     for s in range(3):
         out = tmp_path / f"part{s}.jsonl"
-        translate_corpus(ct2, TranslateJob(inputs=[str(english)], out=str(out), shard=(s, 3), chunk_records=2))
+        translate_corpus(ct2, TranslateJob(inputs=[str(english)], out=str(out), model="m", shard=(s, 3), chunk_records=2))
         seen += [json.loads(line)["source_index"] for line in out.read_text().splitlines()]
     assert sorted(seen) == list(range(n))
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, ct2, english):
     out = tmp_path / "o.jsonl"
-    translate_corpus(ct2, TranslateJob(inputs=[str(english)], out=str(out), shard=(0, 2)))
+    translate_corpus(ct2, TranslateJob(inputs=[str(english)], out=str(out), model="m", shard=(0, 2)))
     with pytest.raises(UserError, match="shard"):
-        translate_corpus(ct2, TranslateJob(inputs=[str(english)], out=str(out), shard=(1, 2)))
+        translate_corpus(ct2, TranslateJob(inputs=[str(english)], out=str(out), model="m", shard=(1, 2)))
 
 
 # ---- bad input -------------------------------------------------------------------------------------------------

@@ -4,8 +4,33 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+
+from babelscope.intervene.steer import MODES, Steer, parse_steer
+from babelscope.settings import Settings, opt
+
+
+@dataclass(kw_only=True)
+class GenerateConfig(Settings):
+    """`babelscope generate`: sample completions, optionally steering SAE features."""
+
+    model: str = opt(help="HF model directory (e.g. RUN/final)")
+    prompt: list[str] = opt(help="a prompt; repeat the flag for several", nargs="append")
+    n: int = opt(1, "completions per prompt", flag="-n", gt=0)
+    max_new_tokens: int = opt(200, "most new tokens per completion", gt=0)
+    temperature: float = opt(1.0, "sampling temperature; 0 for greedy decoding", ge=0.0)
+    top_k: int | None = opt(None, "sample among the k most likely tokens", gt=0)
+    top_p: float | None = opt(None, "nucleus sampling: the smallest set holding this probability", gt=0.0, le=1.0)
+    seed: int | None = opt(None, "seed of the sampling")
+    device: str = opt("auto", "cpu, cuda or auto")
+    json: bool = opt(False, "print one JSON object per completion")
+    sae: str | None = opt(None, "SAE directory whose features --steer names")
+    steer: list[Steer] = opt(help="FEATURE:VALUE: add (or clamp) this SAE feature's decoder direction at VALUE (in "
+                                  "the feature's activation units) at every position; repeat for several",
+                             default_factory=list, nargs="append", parse=parse_steer, metavar="FEATURE:VALUE")
+    steer_mode: str = opt("add", "add: h + VALUE * d_f; clamp: set the feature's activation to VALUE", choices=MODES)
 
 
 @torch.no_grad()

@@ -63,6 +63,11 @@ def number(value: str | int | float) -> int:
     return int(x)
 
 
+def csv(value: str) -> list[str]:
+    """`a,b,c` -> ['a', 'b', 'c']: the parser of a list field written as one comma-separated value."""
+    return [str(v) for v in _split(value)]
+
+
 def _split(value: Any) -> list:
     if isinstance(value, list | tuple):
         return list(value)
@@ -121,13 +126,17 @@ def _fail(v: Any) -> Any:
     raise ValueError(f"unexpected value {v!r}")
 
 
-def coerce(hint: Any, value: Any, parse: Callable[[str], Any] | None = None) -> Any:
-    """`value` (from a flag, a TOML file or JSON) as the field type `hint`; ValueError when it does not fit."""
+def coerce(hint: Any, value: Any, parse: Callable[[str], Any] | None = None, *, each: bool = False) -> Any:
+    """`value` (from a flag, a TOML file or JSON) as the field type `hint`; ValueError when it does not fit.
+
+    `parse` reads text into the whole value, or into each item of a list when `each` (a repeatable flag)."""
     inner, optional = _unwrap(hint)
     if value is None:
         if optional:
             return None
         raise ValueError("a value is required")
+    if parse is not None and each:
+        return [parse(v) if isinstance(v, str) else v for v in (value if isinstance(value, list | tuple) else [value])]
     if parse is not None:  # a custom parser for text; a value it already produced passes through
         return parse(value) if isinstance(value, str) else value
     origin = typing.get_origin(inner)
@@ -194,7 +203,10 @@ def add_settings(parser: argparse.ArgumentParser, cls: type) -> None:
             continue
         origin = typing.get_origin(inner)
         parse = meta.get("parse")
-        if origin is list and typing.get_args(inner)[:1] in ((str,), (Path,)) and parse is None:
+        if meta.get("nargs") == "append":  # a repeatable flag: --prompt A --prompt B
+            kw["action"] = "append"
+            kw["type"] = _arg_type(typing.get_args(inner)[0], parse)
+        elif origin is list and typing.get_args(inner)[:1] in ((str,), (Path,)) and parse is None:
             kw["nargs"] = meta.get("nargs") or "+"
         else:
             kw["type"] = _arg_type(hint, parse)
@@ -219,7 +231,7 @@ def _arg_type(hint: Any, parse: Callable[[str], Any] | None) -> Callable[[str], 
     def convert(text: str) -> Any:
         try:
             return coerce(hint, text, parse)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, UserError) as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     convert.__name__ = getattr(_unwrap(hint)[0], "__name__", "value")
     return convert
@@ -259,7 +271,7 @@ def build(cls: type[T], values: Mapping[str, Any], *, where: str | Path | None =
         f, hint, meta = known[name]
         label = flag_name(f, meta) if meta.get("cli", True) and not where else key
         try:
-            merged[name] = coerce(hint, value, meta.get("parse"))
+            merged[name] = coerce(hint, value, meta.get("parse"), each=meta.get("nargs") == "append")
         except (TypeError, ValueError) as e:
             raise UserError(f"setting '{label}': {e}", path=where) from None
         check_bounds(label, merged[name], meta, where)

@@ -7,13 +7,29 @@ Byte-level BPE with no normaliser round-trips any UTF-8 text exactly, Arabic inc
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from babelscope.errors import UserError
+from babelscope.settings import Settings, opt
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]  # ids 0, 1, 2
 VOCAB_SIZES = (8000, 16000, 32000, 85000)
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig(Settings):
+    """`babelscope tokenizer train`: a byte-level BPE on a corpus, saved as an HF tokenizer directory."""
+
+    data: list[str] = opt(help="corpus files (JSONL, .txt, Parquet)")
+    out: str = opt(help="output directory")
+    vocab_size: int = opt(32000, "vocabulary size: 8000, 16000, 32000 (the study's best) or 85000; at least the "
+                                 "256 bytes plus the special tokens", ge=256 + len(SPECIAL_TOKENS))
+    min_frequency: int = opt(2, "least count of a pair to merge", ge=1)
+    text_field: str = opt("text", "the record field holding the text")
+    context: int = opt(512, "model_max_length saved with the tokenizer (a model trained with it overwrites it "
+                            "with its own context)", gt=0)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path, *, min_frequency: int = 2,

@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from babelscope.models.contexts import pad_right
 from babelscope.models.hooks import patch
+from babelscope.models.scoring import token_nll
 
 
 def _token_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log p(x_t | x_<t) [B, T] (0 at t = 0 and at padding)."""
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits.float()
-    lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+        logits = model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
     out = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-    out[:, 1:] = lp * mask[:, 1:]
+    out[:, 1:] = -token_nll(logits, ids, mask)
     return out
 
 
@@ -39,13 +40,7 @@ def token_logprobs(model: nn.Module, contexts: Sequence[Sequence[int]], *, hook:
     out: list[np.ndarray] = []
     for start in range(0, len(contexts), batch_size):
         chunk = contexts[start:start + batch_size]
-        T = max(len(c) for c in chunk)
-        ids = torch.full((len(chunk), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), T), dtype=torch.bool)
-        for i, c in enumerate(chunk):
-            ids[i, :len(c)] = torch.as_tensor(list(c))
-            mask[i, :len(c)] = True
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = (t.to(device) for t in pad_right(chunk, pad_id))
         if remove is None:
             lp = _token_logprobs(model, ids, mask)
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,29 @@ import numpy as np
 
 from babelscope.analysis.entropy import calibrated_threshold, feature_entropies, pair_link_rate
 from babelscope.errors import UserError
+from babelscope.settings import Settings, opt
 
 MIXED = "mixed"
+
+
+def parse_threshold(value: str) -> float | str:
+    """`auto` or a number (the parser of --sim-threshold)."""
+    return value if value == "auto" else float(value)
+
+
+@dataclass(kw_only=True)
+class LanguagesConfig(Settings):
+    """`babelscope analyze languages`: the per-feature bilingual measures of one feature store."""
+
+    features: str = opt(help="feature store directory")
+    out: str = opt(help="output directory")
+    tau: float = opt(0.9, "language threshold (the mixed share is also reported at 0.8/0.9/0.95)", gt=0.5, le=1.0)
+    embeddings: str = opt("model", "token embeddings for semantic clusters: 'model' (the store's model), an HF "
+                                   "model dir with the same tokenizer, or a .npy [vocab, d] matrix")
+    sim_threshold: float | str = opt(0.1, "cosine similarity that links two tokens (0.1 as the study), or 'auto': "
+                                          "the value a share --link-rate of random token pairs exceeds",
+                                     parse=parse_threshold)
+    link_rate: float = opt(0.01, "with --sim-threshold auto: the share of random token pairs linked", gt=0.0, le=1.0)
 REPORT_TAUS = (0.8, 0.9, 0.95)
 MEASURES = "measures"  # measures.parquet + measures.csv
 SUMMARY = "summary.json"

@@ -65,32 +65,47 @@ from babelscope.analysis.shards import SHARD, STATE, ShardWriter, shard_meta, sh
 from babelscope.errors import UserError
 from babelscope.files import atomic_path, write_json_atomic
 from babelscope.progress import progress
+from babelscope.settings import Settings, opt
 
 CACHE = "cache"
 TABLES = ("features", "attributions", "examples", "contexts")
 
 
-@dataclass
-class StoreConfig:
+@dataclass(kw_only=True)
+class StoreConfig(Settings):
     """What the feature pass collects; every field is recorded in meta.json."""
 
-    tokens: int = 1_000_000  # budget of real tokens (BOS and padding excluded)
-    context: int = 128  # tokens per context (BOS included)
-    split_long: bool = False  # cut long documents into several contexts instead of keeping the first one
-    batch_size: int = 32
-    docs_per_shard: int = 512
-    label_field: str = "lang"
-    threshold_frac: float = 0.7
-    hist_bins: int = 50
-    top_k: int = 20
-    n_intervals: int = 10
-    per_interval: int = 5
-    window: int = 5
-    encode_chunk: int = 4096  # tokens per SAE encode call (bounds the dense [tokens, d_sae] buffer)
+    tokens: int = opt(1_000_000, "real tokens to read (BOS and padding excluded), e.g. 10M", gt=0)
+    context: int = opt(128, "tokens per context, BOS included", gt=1)
+    split_long: bool = opt(False, "cut long documents into several contexts instead of keeping the first one")
+    batch_size: int = opt(32, "contexts per forward pass", gt=0)
+    docs_per_shard: int = opt(512, "documents per resumable shard", gt=0)
+    label_field: str = opt("lang", "document field counted per attribution")
+    threshold_frac: float = opt(0.7, "activating occurrences: activation >= this x the feature's max", gt=0.0,
+                                le=1.0)
+    hist_bins: int = opt(50, "bins of the activation histogram", gt=0)
+    top_k: int = opt(20, "top activating examples kept per feature", gt=0)
+    n_intervals: int = opt(10, "equal-width activation intervals", flag="--intervals", gt=0)
+    per_interval: int = opt(5, "examples per interval", ge=0)
+    window: int = opt(5, "tokens shown on each side of an example", ge=0)
+    encode_chunk: int = opt(4096, "tokens per SAE encode call (bounds the dense [tokens, d_sae] buffer)", gt=0)
 
     def shard_params(self) -> dict:
         """The settings a cache's shards depend on (a resumed run must match them)."""
         return {k: getattr(self, k) for k in ("tokens", "context", "split_long", "docs_per_shard", "label_field")}
+
+
+@dataclass(kw_only=True)
+class FeaturesConfig(StoreConfig):
+    """`babelscope analyze features`: one pass of model + SAE over a corpus into a feature store."""
+
+    model: str = opt(help="HF model directory")
+    sae: str = opt(help="SAE directory (cfg.json + sae_weights.safetensors)")
+    data: list[str] = opt(help="corpus files (JSONL, .txt, Parquet)")
+    out: str = opt(help="feature store directory")
+    text_field: str = opt("text", "the record field holding the text")
+    keep_cache: bool = opt(False, "keep the sparse shards after the tables are written")
+    device: str = opt("auto", "cpu, cuda or auto")
 
 
 def _encode_sparse(sae, x, chunk: int):

@@ -20,11 +20,14 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from babelscope.analysis.languages import parse_threshold
 from babelscope.errors import UserError
+from babelscope.models.hooks import KINDS
+from babelscope.settings import Settings, csv, opt
 
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
              "vocab_size")
@@ -40,27 +43,42 @@ class Checkpoint:
     tokens: int
 
 
-@dataclass
-class SweepConfig:
+@dataclass(kw_only=True)
+class SweepConfig(Settings):
     """Settings of a sweep; all are recorded in STUDY_DIR/sweep.json."""
 
-    layers: str | list[int] = "all"
-    k: int = 32
-    expansion: int = 16
-    sae_tokens: int = 2_000_000
-    store_tokens: int = 500_000
-    context: int = 64
-    lrs: tuple[float, ...] = (1e-3,)  # several: the trainer's lock-step grid keeps the lowest validation MSE
-    sae_batch: int | None = None  # activations per SAE step (None: sae_tokens / 250, within 128..4096)
-    tau: float = 0.9
-    sim_threshold: float | str = 0.1
-    link_rate: float = 0.01
-    embeddings: str = "final"  # final (each run's last checkpoint), model (each checkpoint's own), or a path
-    eval_frac: float = 0.2
-    hook_kind: str = "resid_post"
-    device: str = "cpu"
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    layers: str = opt("all", "'all' or a comma-separated list of layer indices")
+    k: int = opt(32, "TopK k (capped at d/4 for narrow models)", gt=0)
+    expansion: int = opt(16, "latents = expansion x d", gt=0)
+    sae_tokens: int = opt(2_000_000, "SAE training tokens per cell", gt=0)
+    store_tokens: int = opt(500_000, "evaluation tokens per feature store", gt=0)
+    context: int = opt(64, "tokens per document read (BOS included, then dropped; the study: 64)", gt=1)
+    lrs: tuple[float, ...] = opt((1e-3,), "SAE learning rates; several run as one grid and the lowest validation "
+                                          "MSE wins", flag="--lrs", gt=0.0)
+    sae_batch: int | None = opt(None, "activations per SAE step (default: sae_tokens / 250, within 128..4096)", gt=0)
+    tau: float = opt(0.9, "language threshold", gt=0.5, le=1.0)
+    sim_threshold: float | str = opt(0.1, "cosine similarity linking tokens in a semantic cluster (0.1), or 'auto'",
+                                     parse=parse_threshold)
+    link_rate: float = opt(0.01, "with --sim-threshold auto: the share of random token pairs linked", gt=0.0,
+                           le=1.0)
+    embeddings: str = opt("final", "embeddings for semantic clusters: final (each run's last checkpoint, as the "
+                                   "study used one trained model), model (each checkpoint's own), or an HF model "
+                                   "dir / .npy")
+    eval_frac: float = opt(0.2, "documents held out for the feature stores", gt=0.0, le=0.9)
+    hook_kind: str = opt("resid_post", "the hook site swept at every layer", choices=KINDS)
+    device: str = opt("cpu", "cpu, cuda or auto")
+    seed: int = opt(0, "seed of the SAEs")
+    extra: dict[str, Any] = opt(help="anything else worth recording", default_factory=dict, cli=False)
+
+
+@dataclass(kw_only=True)
+class StudyConfig(SweepConfig):
+    """`babelscope study bilingual`: the sweep over the checkpoints of one or more runs."""
+
+    checkpoints: str | None = opt(None, "RUN/checkpoints of the model to sweep (RUN/final is included)")
+    runs: list[str] = opt(help="more runs (model sizes): RUN_A,RUN_B", default_factory=list, parse=csv)
+    data: list[str] = opt(help="documents with a 'lang' field")
+    out: str = opt(help="study directory")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from babelscope.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from babelscope.cli._common import Parser
+
+    parser = Parser(
         prog="babelscope",
         description="Train small language models for low-resource languages and look inside them with SAEs.",
     )
@@ -27,12 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         if args.settings is not None:
+            from babelscope.cli._common import resolve
             from babelscope.settings import from_args
 
-            rc = args.func(from_args(args.settings, args))
+            rc = args.func(from_args(resolve(args.settings), args))
         else:
             rc = args.func(args)
     except UserError as e:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command, group, number
+
+if TYPE_CHECKING:
+    from babelscope.analysis.store import FeaturesConfig
 
 
 def analyze_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -20,29 +24,12 @@ def analyze_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
 
 def register(sub: argparse._SubParsersAction) -> None:
     cmds = analyze_commands(sub)
-    p = command(cmds, "features", run_features, "One pass of model + SAE over a corpus into a feature store.",
-                description="Stream documents through the model and the SAE once, writing sparse activation shards "
-                            "(resumable), then compute per-feature statistics, token attributions at 70%% of each "
-                            "feature's max (per token and document label), span statistics and examples: "
-                            "features/attributions/examples/contexts.parquet + meta.json.")
-    p.add_argument("--model", required=True, help="HF model directory")
-    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
-    p.add_argument("--data", nargs="+", required=True, help="corpus files (JSONL, .txt, Parquet)")
-    p.add_argument("--tokens", type=number, required=True, help="real tokens to read (BOS excluded), e.g. 10M")
-    p.add_argument("--out", required=True, help="feature store directory")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--label-field", default="lang", help="document field counted per attribution (default lang)")
-    p.add_argument("--context", type=int, default=128, help="tokens per context, BOS included")
-    p.add_argument("--split-long", action="store_true", help="cut long documents into several contexts")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--docs-per-shard", type=int, default=512)
-    p.add_argument("--top-k", type=int, default=20, help="top activating examples kept per feature")
-    p.add_argument("--intervals", type=int, default=10, help="equal-width activation intervals")
-    p.add_argument("--per-interval", type=int, default=5, help="examples per interval")
-    p.add_argument("--window", type=int, default=5, help="tokens shown on each side of an example")
-    p.add_argument("--threshold-frac", type=float, default=0.7, help="activating occurrences: act >= this x max")
-    p.add_argument("--keep-cache", action="store_true", help="keep the sparse shards after the tables are written")
-    p.add_argument("--device", default="auto")
+    command(cmds, "features", run_features, "One pass of model + SAE over a corpus into a feature store.",
+            description="Stream documents through the model and the SAE once, writing sparse activation shards "
+                        "(resumable), then compute per-feature statistics, token attributions at 70% of each "
+                        "feature's max (per token and document label), span statistics and examples: "
+                        "features/attributions/examples/contexts.parquet + meta.json.",
+            settings="babelscope.analysis.store:FeaturesConfig")
 
     p = command(cmds, "tsea", run_tsea, "Token set enrichment of every feature's logit weights.",
                 description="Score token sets (English/Arabic names, name_then_punct, FILE.txt, re:PATTERN) for "
@@ -77,15 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
 
 
-def run_features(args: argparse.Namespace) -> int:
+def run_features(cfg: FeaturesConfig) -> int:
     from babelscope.analysis.store import StoreConfig, build_store
+    from babelscope.settings import as_dict, narrow
 
-    cfg = StoreConfig(tokens=args.tokens, context=args.context, split_long=args.split_long,
-                      batch_size=args.batch_size, docs_per_shard=args.docs_per_shard, label_field=args.label_field,
-                      threshold_frac=args.threshold_frac, top_k=args.top_k, n_intervals=args.intervals,
-                      per_interval=args.per_interval, window=args.window)
-    meta = build_store(args.model, args.sae, args.data, args.out, cfg, text_field=args.text_field,
-                       device=args.device, keep_cache=args.keep_cache, command_args=_args(args))
+    meta = build_store(cfg.model, cfg.sae, cfg.data, cfg.out, narrow(cfg, StoreConfig), text_field=cfg.text_field,
+                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg))
     print(json.dumps({k: meta[k] for k in ("tokens", "n_docs", "n_features", "labels", "hook")},
                      ensure_ascii=False))
     return 0

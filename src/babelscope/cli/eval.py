@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from babelscope.cli._common import command, csv_list, group, require
+from babelscope.cli._common import command, group, require
+
+if TYPE_CHECKING:
+    from babelscope.eval.settings import JudgeConfig, MarksConfig, PerplexityConfig
 
 PPL_COLUMNS = ["label", "docs", "tokens", "loss", "ppl", "bpb"]
 JUDGE_COLUMNS = ["model", "grammar", "creativity", "consistency", "judged", "failed"]
@@ -16,62 +20,23 @@ MARK_COLUMNS = ["model", "texts", "names_english", "names_arabic", "english_name
 
 def register(sub: argparse._SubParsersAction) -> None:
     ev = group(sub, "eval", "Evaluate models: perplexity, LLM judge, translation marks.")
-
-    p = command(ev, "perplexity", run_perplexity, "Perplexity and bits per byte of a model, per document label.")
-    p.add_argument("--model", required=True, help="HF model directory")
-    p.add_argument("--data", nargs="+", required=True, help="held-out corpus files (JSONL, .txt, Parquet)")
-    p.add_argument("--label-field", default="lang", help="documents are grouped by this field")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--max-tokens", type=int, help="window length (default: the model's context)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-docs", type=int)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="also write the table as CSV here")
-
-    p = command(ev, "judge", run_judge, "Score story completions with an LLM judge (grammar, creativity, consistency).",
-                description="Complete story beginnings cut mid-sentence (two samples at temperature 1 by default) "
-                            "with each model, have a judge model behind an OpenAI-compatible endpoint score each "
-                            "completion from 0 to 10, and print the per-model means (the study's Table 3). DIR gets "
-                            "completions.jsonl, judgements.jsonl (resumable), scores.csv and manifest.json.")
-    p.add_argument("--models", type=csv_list, required=True, help="model directories, comma-separated")
-    p.add_argument("--judge-url", required=True, help="judge API root, e.g. https://api.openai.com/v1")
-    p.add_argument("--judge-model", required=True)
-    p.add_argument("--out", required=True, help="output directory (resumed if it exists)")
-    p.add_argument("--prompts", help="JSONL with id, lang, prompt (default: babelscope's 44 + 44 beginnings)")
-    p.add_argument("--lang", help="only prompts in this language (en, ar)")
-    p.add_argument("--limit", type=int, help="only the first N prompts")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
-                   help="environment variable holding the judge's API key (never logged or written)")
-    _sampling(p, n=2)
-    p.add_argument("--concurrency", type=int, default=4, help="judge requests in flight")
-    p.add_argument("--judge-retries", type=int, default=2, help="new answers asked for when one cannot be parsed")
-    p.add_argument("--judge-temperature", type=float, default=0.0)
-    p.add_argument("--max-retries", type=int, default=6, help="HTTP retries on 429, 5xx or a lost connection")
-
-    p = command(ev, "marks", run_marks, "Measure translation marks: name origin, dialogue-tag order, distinct-n.",
-                description="Generate stories from each model (from name-free story openers, or --prompts) and "
-                            "count the translation marks in the completions: English- vs Arabic-origin names, "
-                            "dialogue tags after vs before the quote, and distinct-1/2/3. Or score existing texts "
-                            "with --texts. DIR gets generations.jsonl (resumable) and marks.csv.")
-    p.add_argument("--models", type=csv_list, default=[], help="model directories, comma-separated")
-    p.add_argument("--texts", nargs="+", default=[], help="score these corpus files instead (one row per file)")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--prompts", help="JSONL with id, lang, prompt (default: babelscope's story openers)")
-    p.add_argument("--lang", default="ar", help="language of the prompts and of the texts (en, ar)")
-    p.add_argument("--limit", type=int, help="only the first N prompts")
-    _sampling(p, n=4)
+    command(ev, "perplexity", run_perplexity, "Perplexity and bits per byte of a model, per document label.",
+            settings="babelscope.eval.settings:PerplexityConfig")
+    command(ev, "judge", run_judge, "Score story completions with an LLM judge (grammar, creativity, consistency).",
+            description="Complete story beginnings cut mid-sentence (two samples at temperature 1 by default) "
+                        "with each model, have a judge model behind an OpenAI-compatible endpoint score each "
+                        "completion from 0 to 10, and print the per-model means (the study's Table 3). DIR gets "
+                        "completions.jsonl, judgements.jsonl (resumable), scores.csv and manifest.json.",
+            settings="babelscope.eval.settings:JudgeConfig")
+    command(ev, "marks", run_marks, "Measure translation marks: name origin, dialogue-tag order, distinct-n.",
+            description="Generate stories from each model (from name-free story openers, or --prompts) and "
+                        "count the translation marks in the completions: English- vs Arabic-origin names, "
+                        "dialogue tags after vs before the quote, and distinct-1/2/3. Or score existing texts "
+                        "with --texts. DIR gets generations.jsonl (resumable) and marks.csv.",
+            settings="babelscope.eval.settings:MarksConfig")
 
 
-def _sampling(p: argparse.ArgumentParser, n: int) -> None:
-    p.add_argument("-n", "--samples", type=int, default=n, help="completions per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-
-
-def run_perplexity(args: argparse.Namespace) -> int:
+def run_perplexity(args: PerplexityConfig) -> int:
     from babelscope.corpus import iter_corpus
     from babelscope.eval.perplexity import perplexity
     from babelscope.eval.tables import format_table, write_csv
@@ -97,23 +62,18 @@ def _check_models(models: list[str]) -> list[str]:
     return model_labels(models)
 
 
-def _args(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if not callable(v)}
-
-
 def _key(r: dict) -> tuple:
     return (r["model"], r["prompt_id"], r["sample"])
 
 
-def run_judge(args: argparse.Namespace) -> int:
+def run_judge(args: JudgeConfig) -> int:
     from babelscope.data.client import OpenAIClient
     from babelscope.eval.judge import complete_prompts, judge_all, load_prompts, score_table
     from babelscope.eval.tables import format_table, write_csv
     from babelscope.files import Journal, write_json_atomic
     from babelscope.manifest import manifest
+    from babelscope.settings import as_dict
 
-    require(args.samples > 0 and args.concurrency > 0 and args.judge_retries >= 0,
-            "--samples and --concurrency must be positive, --judge-retries >= 0")
     labels = _check_models(args.models)
     prompts = load_prompts(args.prompts, args.lang, args.limit)
     key = os.environ.get(args.api_key_env) or None
@@ -121,7 +81,7 @@ def run_judge(args: argparse.Namespace) -> int:
         client.check(args.judge_model)  # an unreachable or unauthorised judge fails before any generation
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "manifest.json", manifest("eval judge", _args(args)))
+        write_json_atomic(out / "manifest.json", manifest("eval judge", as_dict(args)))
         with Journal(out / "completions.jsonl", key=_key) as completions:
             for model, label in zip(args.models, labels, strict=True):
                 complete_prompts(model, label, prompts, completions, n=args.samples, temperature=args.temperature,
@@ -148,14 +108,13 @@ def _read(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_marks(args: argparse.Namespace) -> int:
+def run_marks(args: MarksConfig) -> int:
     from babelscope.eval.judge import bundled_prompts, complete_prompts, load_prompts
     from babelscope.eval.marks import mark_counts
     from babelscope.eval.tables import format_table, write_csv
     from babelscope.files import Journal
 
     require(bool(args.models) != bool(args.texts), "give either --models (to generate) or --texts (to score)")
-    require(args.lang in ("en", "ar"), f"--lang must be en or ar, got {args.lang!r}")
     out = Path(args.out)
     rows = []
     if args.texts:
@@ -164,7 +123,6 @@ def run_marks(args: argparse.Namespace) -> int:
         groups = {Path(t).name: [r["text"] for r in iter_corpus([t], args.text_field)] for t in args.texts}
         rows = [{"model": name, **mark_counts(texts, args.lang)} for name, texts in groups.items()]
     else:
-        require(args.samples > 0, "--samples must be positive")
         labels = _check_models(args.models)
         prompts = load_prompts(args.prompts or bundled_prompts("openers.jsonl"), args.lang, args.limit)
         out.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command
-from babelscope.train.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from babelscope.train.loop import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             description="Pre-train a preset on a corpus (AdamW, constant 5e-5 after 5% warm-up by default), "
                         "continue pre-training from a model's weights and optimizer state (--init-from), "
                         "or resume a killed run exactly (--resume). Works under torchrun (DDP).",
-            settings=TrainConfig)
+            settings="babelscope.train.loop:TrainConfig")
 
 
 def run(cfg: TrainConfig) -> int:

@@ -26,6 +26,7 @@ from babelscope.errors import UserError
 from babelscope.files import Journal, write_json_atomic
 from babelscope.manifest import manifest
 from babelscope.progress import progress
+from babelscope.settings import Settings, opt
 
 # Table 6: feature, probability, instruction.
 FEATURES: dict[str, tuple[float, str]] = {
@@ -112,24 +113,31 @@ def check_story(text: str, lang: str, min_share: float, finish_reason: str | Non
     return None
 
 
-@dataclass
-class SynthConfig:
-    out: str
-    model: str
-    n: int
-    lang: str = "ar"
-    seed: int = 0
-    concurrency: int = 8
-    max_attempts: int = 3
-    min_lang_share: float = 0.9
-    keep_truncated: bool = False
-    temperature: float = 1.0
-    top_p: float | None = None
-    max_tokens: int = 1024
-    send_seed: bool = True
-    price_in: float = 0.0  # per 1M prompt tokens
-    price_out: float = 0.0  # per 1M completion tokens
-    base_url: str = ""  # for the manifest only
+@dataclass(kw_only=True)
+class SynthConfig(Settings):
+    """`babelscope synth`: synthetic stories from an OpenAI-compatible chat endpoint with the study's prompt."""
+
+    base_url: str = opt(help="API root including the version, e.g. http://127.0.0.1:8000/v1")
+    model: str = opt(help="model name the endpoint serves")
+    n: int = opt(help="number of prompts (stories wanted), e.g. 20000 or 20k", gt=0)
+    out: str = opt(help="output JSONL (resumed if it exists)")
+    lang: str = opt("ar", "language of the stories", choices=("ar", "en"))
+    api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key (never logged or written)",
+                           metavar="NAME")
+    seed: int = opt(0, "which prompts: prompt i of seed s never changes")
+    concurrency: int = opt(8, "requests in flight at once", gt=0)
+    max_attempts: int = opt(3, "tries per prompt for a rejected story", gt=0)
+    min_lang_share: float = opt(0.9, "least share of letters in the target language's script", ge=0.0, le=1.0)
+    keep_truncated: bool = opt(False, "keep stories cut by --max-tokens")
+    temperature: float = opt(1.0, "sampling temperature", ge=0.0)
+    top_p: float | None = opt(None, "nucleus sampling", gt=0.0, le=1.0)
+    max_tokens: int = opt(1024, "most tokens per story", gt=0)
+    send_seed: bool = opt(True, "do not send a per-request `seed` (for endpoints that refuse it)", flag="--no-seed")
+    price_in: float = opt(0.0, "price per 1M prompt tokens, for the cost", ge=0.0)
+    price_out: float = opt(0.0, "price per 1M completion tokens", ge=0.0)
+    timeout: float = opt(120.0, "seconds per request", gt=0.0)
+    max_retries: int = opt(6, "retries of a request on 429, 5xx or a lost connection", ge=0)
+    dry_run: bool = opt(False, "print the first prompts and exit")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,7 @@ from babelscope.errors import UserError
 from babelscope.files import Journal, write_json_atomic
 from babelscope.manifest import manifest
 from babelscope.progress import progress
+from babelscope.settings import Settings, opt
 
 BACKENDS = ("ctranslate2", "transformers")
 NLLB_CODE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
@@ -274,20 +275,38 @@ def in_shard(index: int, shard: tuple[int, int]) -> bool:
     return index % shard[1] == shard[0]
 
 
-@dataclass
-class TranslateJob:
-    """Everything `translate_corpus` needs besides the backend (recorded in the output's manifest)."""
+@dataclass(kw_only=True)
+class TranslateJob(Settings):
+    """`babelscope translate`: everything a translation run needs (recorded in the output's manifest)."""
 
-    inputs: list[str]
-    out: str
-    src: str = "eng_Latn"
-    tgt: str = "arb_Arab"
-    text_field: str = "text"
-    shard: tuple[int, int] = (0, 1)
-    batch_size: int = 32
-    chunk_records: int = 64
-    max_chars: int = 600
-    extra: dict = field(default_factory=dict)  # backend options, for the manifest only
+    inputs: list[str] = opt(help="input corpus files (JSONL, .txt, Parquet)", positional=True, metavar="IN")
+    out: str = opt(help="output JSONL (resumed if it exists)", positional=True, metavar="OUT")
+    model: str = opt(help="HF model dir (NLLB/M2M100; converted once into a cache for ctranslate2) or a "
+                          "CTranslate2 dir")
+    backend: str = opt("ctranslate2", "translation engine", choices=BACKENDS)
+    tokenizer: str | None = opt(None, "tokenizer dir, when --model is a CTranslate2 dir without one")
+    src: str = opt("eng_Latn", "source language code (NLLB: eng_Latn)")
+    tgt: str = opt("arb_Arab", "target language code (NLLB: arb_Arab)")
+    text_field: str = opt("text", "the record field holding the text")
+    shard: tuple[int, int] = opt((0, 1), "translate only records i, i+N, i+2N, ... (0-based i/N)", parse=parse_shard,
+                                 metavar="i/N")
+    beam_size: int = opt(4, "beam width", gt=0)
+    max_length: int = opt(256, "most tokens per translated sentence", gt=0)
+    max_input_tokens: int = opt(256, "longer source sentences are truncated", gt=0)
+    max_chars: int = opt(600, "a unit (a long quote) longer than this is cut again at sentence ends", gt=0)
+    batch_size: int = opt(32, "sentences per batch (sorted by length)", gt=0)
+    chunk_records: int = opt(64, "records read, translated and written together", flag="--chunk", gt=0)
+    device: str = opt("auto", "cpu, cuda or auto")
+    compute_type: str = opt("int8", "ctranslate2: int8 (CPU default), int8_float16, float16, float32, ...")
+    threads: int = opt(0, "ctranslate2 threads (0: all cores)", ge=0)
+    ct2_cache: str | None = opt(None, "where converted models are kept (default $BABELSCOPE_CACHE/ct2)")
+
+    def backend_options(self) -> dict:
+        """The options `load_backend` takes."""
+        return {"beam_size": self.beam_size, "max_length": self.max_length,
+                "max_input_tokens": self.max_input_tokens, "device": self.device,
+                "compute_type": self.compute_type, "threads": self.threads, "tokenizer": self.tokenizer,
+                "cache_dir": self.ct2_cache}
 
 
 def translated_record(record: dict, index: int, translation: str, src: str, tgt: str) -> dict:
@@ -319,7 +338,6 @@ def _check_resume(job: TranslateJob, out: Path) -> None:
 
 def _job_args(job: TranslateJob) -> dict:
     args = asdict(job)
-    args.update(args.pop("extra"))
     args["inputs"] = [str(Path(p).resolve()) for p in job.inputs]
     args["shard"] = f"{job.shard[0]}/{job.shard[1]}"
     return args

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from babelscope.models.contexts import pad_right
+from babelscope.models.scoring import token_nll
 from babelscope.tokenizer import encode_batch
 
 
@@ -71,12 +72,7 @@ def iter_eval_batches(tokenizer, records: Iterable[dict], *, max_tokens: int = 5
     rows: list[tuple[list[int], str, int]] = []
 
     def emit() -> EvalBatch:
-        T = max(len(r[0]) for r in rows)
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.bool)
-        for i, (window, _, _) in enumerate(rows):
-            ids[i, :len(window)] = torch.tensor(window)
-            mask[i, :len(window)] = True
+        ids, mask = pad_right([r[0] for r in rows], pad)
         return EvalBatch(ids, mask, [r[1] for r in rows], [r[2] for r in rows])
 
     for n, record in enumerate(records):
@@ -94,12 +90,6 @@ def iter_eval_batches(tokenizer, records: Iterable[dict], *, max_tokens: int = 5
                 rows = []
     if rows:
         yield emit()
-
-
-def token_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-position negative log-likelihood of the next token, [B, T-1], zero where there is no target."""
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
-    return nll * (mask[:, 1:] & mask[:, :-1])
 
 
 def accumulate(scores: Scores, batch: EvalBatch, nll: torch.Tensor) -> None:

@@ -25,6 +25,7 @@ them). So alpha = 0 or an empty mask reproduces the unmodified mid model exactly
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from babelscope.errors import UserError
+from babelscope.settings import Settings, opt
 
 SPACES = ("raw", "normalised")
 NONE = "none"
@@ -39,6 +41,32 @@ FULL = "full"
 
 
 # ---- pure functions -------------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class InjectConfig(Settings):
+    """`babelscope intervene inject`: Study B's injection of a full model's features into a mid checkpoint."""
+
+    full: str = opt(help="the fully trained model dir (e.g. RUN/final)")
+    mid: str = opt(help="the mid-training checkpoint dir (e.g. RUN/checkpoints/step-N)")
+    sae: str = opt(help="SAE trained on the full model at this layer")
+    data: list[str] = opt(help="evaluation documents with a 'lang' field")
+    out: str = opt(help="output directory (injection.parquet/.csv, table.md)")
+    layer: int | None = opt(None, "checked against the SAE's hook (default: the SAE's layer)", ge=0)
+    type: str = opt("all-types", "feature type: a language label (e.g. en, ar), mixed, or all-types (Table 1: "
+                                 "none, each language, mixed)")
+    n: list[int] = opt(help="features selected per type, comma-separated (capped at the type's size)",
+                       default_factory=lambda: [1000], gt=0)
+    alpha: list[float] = opt(help="injection strengths, comma-separated", default_factory=lambda: [0.1], gt=0.0)
+    grid: bool = opt(False, "the ablation grid: alpha 0.05,0.1,0.2 x n 1000,3000,5000")
+    space: str = opt("raw", "raw: rescale by ||h_full|| (alpha is a fraction of the full model's representation); "
+                            "normalised: the SAE's unit-norm input space", choices=("raw", "normalised"))
+    features: str | None = opt(None, "the full model's feature store (default: built on --data in --out)")
+    tau: float = opt(0.9, "language threshold of the feature classes", gt=0.5, le=1.0)
+    max_docs: int | None = opt(None, "read at most this many documents", gt=0)
+    max_tokens: int | None = opt(None, "window length (default: the model's context)", gt=1)
+    batch_size: int = opt(16, "windows per forward pass", gt=0)
+    device: str = opt("cpu", "cpu, cuda or auto")
+
 
 def select_features(classes: Sequence[str], frequency: np.ndarray, feature: np.ndarray, kind: str,
                     n: int) -> np.ndarray:

@@ -11,7 +11,6 @@ where d_f is row f of W_dec and s the input scale. Every position is steered, th
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,14 +28,14 @@ class Steer:
 
 
 def parse_steer(text: str) -> Steer:
-    """`FEATURE:VALUE` -> Steer (argparse type for --steer)."""
+    """`FEATURE:VALUE` -> Steer (the parser of --steer); ValueError otherwise."""
     feature, sep, value = text.partition(":")
     try:
         if not sep:
             raise ValueError
         return Steer(int(feature), float(value))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected FEATURE:VALUE such as 123:8.0, got {text!r}") from None
+        raise ValueError(f"expected FEATURE:VALUE such as 123:8.0, got {text!r}") from None
 
 
 def steer_delta(h: torch.Tensor, w_dec: torch.Tensor, steers: Sequence[Steer], *, mode: str = "add",

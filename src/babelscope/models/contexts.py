@@ -7,7 +7,7 @@ with `split_long`, as many consecutive windows as it needs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,17 @@ class ContextBatch:
     acts: dict[str, torch.Tensor]  # hook name -> [B, T, d], on the model's device
     records: list[dict]  # the source record of each row, without its text
     starts: list[int]  # the token offset of each row within its document (non-zero for later windows)
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded batch: ids [B, T] (long) and the mask of real tokens [B, T] (bool)."""
+    T = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, :len(r)] = True
+    return ids, mask
 
 
 def tokenize_contexts(tokenizer, records: Iterable[dict], max_tokens: int, *, prepend_bos: bool = True,
@@ -62,12 +73,7 @@ def iter_contexts(model: nn.Module, tokenizer, records: Iterable[dict], hooks: l
     batch: list[tuple[list[int], dict, int]] = []
 
     def run() -> ContextBatch:
-        T = max(len(ids) for ids, _, _ in batch)
-        input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), T), dtype=torch.bool)
-        for i, (ids, _, _) in enumerate(batch):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            mask[i, :len(ids)] = True
+        input_ids, mask = pad_right([ids for ids, _, _ in batch], pad)
         valid = mask.clone()
         if drop_bos and bos is not None:
             starts_with_bos = torch.tensor([start == 0 for _, _, start in batch]) & (input_ids[:, 0] == bos)

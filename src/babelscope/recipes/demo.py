@@ -13,33 +13,40 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from babelscope.files import write_json_atomic, write_jsonl_atomic
+from babelscope.settings import Settings, opt
 
 
-@dataclass
-class DemoConfig:
-    out: str = "demo_out"
-    stories: int = 3000  # translated-style Arabic stories for pre-training
-    native_share: float = 0.01  # the native set's size relative to the translated one (the study: 1%)
-    native_epochs: float = 20.0  # passes over the small native set during continual pre-training
-    valid_stories: int = 200  # held-out stories of each style, for validation losses
-    vocab_size: int = 4000
-    preset: str = "1M"
-    context: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    cp_lr: float = 1e-3
-    sae_arch: str = "relu"  # Study A: ReLU + L1, expansion 16, on the last MLP layer after the SiLU
-    sae_expansion: int = 16
-    sae_tokens: int = 200_000
-    sae_lr: float = 3e-3
-    sae_l1: float = 2.0  # on inputs scaled to norm sqrt(d): L0 ~30 at FVE ~0.87 here; 5e-3 gave L0 ~800
-    store_tokens: int = 40_000
-    dashboards: int = 24  # feature pages per model: the most name-biased features of each kind
-    mark_samples: int = 4  # generations per opener for the translation-mark counts
-    bilingual: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    prompts: tuple[str, ...] = ("في يوم من الأيام، ذهبت فتاة صغيرة تدعى", "قال", "كان هناك ولد صغير اسمه")
+@dataclass(kw_only=True)
+class DemoConfig(Settings):
+    """`babelscope demo`: Study A's pipeline (and Study B's, smaller) on storyworld, sized for a 2-core CPU."""
+
+    out: str = opt("demo_out", "output directory (a rerun skips finished stages)")
+    stories: int = opt(3000, "translated-style Arabic stories for pre-training", gt=0)
+    native_share: float = opt(0.01, "the native set's size relative to the translated one (the study: 1%)",
+                              gt=0.0, le=1.0)
+    native_epochs: float = opt(20.0, "passes over the small native set during continual pre-training", gt=0.0)
+    valid_stories: int = opt(200, "held-out stories of each style, for validation losses", gt=0)
+    vocab_size: int = opt(4000, "BPE vocabulary", ge=259)
+    preset: str = opt("1M", "model preset (see `babelscope models list`)")
+    context: int = opt(128, "tokens per training window", gt=1)
+    batch_size: int = opt(16, "windows per step", gt=0)
+    lr: float = opt(3e-3, "pre-training learning rate (the paper's 5e-5 needs 2M stories)", gt=0.0)
+    cp_lr: float = opt(1e-3, "continual pre-training learning rate", gt=0.0)
+    sae_arch: str = opt("relu", "Study A: ReLU + L1, expansion 16, on the last MLP layer after the SiLU",
+                        choices=("relu", "topk"))
+    sae_expansion: int = opt(16, "SAE latents per input dimension", gt=0)
+    sae_tokens: int = opt(200_000, "SAE training activations per model", gt=0)
+    sae_lr: float = opt(3e-3, "SAE learning rate", gt=0.0)
+    sae_l1: float = opt(2.0, "SAE L1 coefficient on inputs scaled to norm sqrt(d)", ge=0.0)
+    store_tokens: int = opt(40_000, "tokens of the feature store per model", gt=0)
+    dashboards: int = opt(24, "feature pages per model: the most name-biased features of each kind", ge=0)
+    mark_samples: int = opt(4, "generations per opener for the translation-mark counts", gt=0)
+    bilingual: bool = opt(True, "skip the bilingual study (the second study's sweep and injection)",
+                          flag="--no-bilingual")
+    seed: int = opt(0, "seed of the data, models and SAEs")
+    device: str = opt("cpu", "cpu, cuda or auto")
+    prompts: tuple[str, ...] = opt(("في يوم من الأيام، ذهبت فتاة صغيرة تدعى", "قال", "كان هناك ولد صغير اسمه"),
+                                   "story openers the two models complete", cli=False)
 
 
 def _log(msg: str) -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from babelscope.errors import UserError
+from babelscope.settings import Settings, opt
 
 _FILTER = re.compile(r"^([\w.-]+)\s*([<>])\s*(-?[\d.]+)$")
 
@@ -128,6 +130,21 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
 
         app.mount("/", static, name="site")
     return app
+
+
+@dataclass(kw_only=True)
+class BrowseConfig(Settings):
+    """`babelscope browse`: a local feature browser (pages + JSON API)."""
+
+    path: str = opt(help="a dashboard site or a feature store directory", positional=True,
+                    metavar="SITE_OR_FEATURES_DIR")
+    host: str = opt("127.0.0.1", "interface to bind (127.0.0.1: this machine only)")
+    port: int = opt(8000, "TCP port", gt=0, le=65535)
+    model: str | None = opt(None, "for a feature store: model directory (default: the store's)")
+    sae: str | None = opt(None, "for a feature store: SAE directory (default: the store's)")
+    tsea: str | None = opt(None, "for a feature store: an `analyze tsea` output directory")
+    use_model: bool = opt(True, "for a feature store: no logits or loss underlines", flag="--no-model")
+    device: str = opt("cpu", "cpu, cuda or auto")
 
 
 def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:

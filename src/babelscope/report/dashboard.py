@@ -22,6 +22,7 @@ import base64
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 from babelscope.analysis.store import FeatureStore
 from babelscope.errors import UserError
 from babelscope.report.text import TokenText, clean_floats, direction, script_json, visible
+from babelscope.settings import Settings, opt
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -310,6 +312,23 @@ def figure_html(title: str, png: bytes, *, note: str = "", table: dict | None = 
     return _env().get_template("figure.html.j2").render(
         title=title, png_b64=base64.b64encode(png).decode("ascii"), note=note, table=table,
         feature_href=feature_href, index_href=index_href)
+
+
+@dataclass(kw_only=True)
+class DashboardConfig(Settings):
+    """`babelscope dashboard`: static feature pages and a searchable index from a feature store."""
+
+    features: str = opt(help="feature store directory (babelscope analyze features)")
+    out: str = opt(help="site directory")
+    model: str | None = opt(None, "model directory (default: the one recorded in the store)")
+    sae: str | None = opt(None, "SAE directory (default: the one recorded in the store)")
+    tsea: str | None = opt(None, "an `analyze tsea` output directory: scores on pages and in the index")
+    only: list[int] | None = opt(None, "feature ids, e.g. 12,40,3144 (default: every active feature)", ge=0)
+    limit: int | None = opt(None, "at most this many features (the densest first)", gt=0)
+    use_model: bool = opt(True, "skip logits and loss underlines (no model needed)", flag="--no-model")
+    loss: bool = opt(True, "skip the loss underlines (faster)", flag="--no-loss")
+    png: bool = opt(False, "also write a PNG summary per feature")
+    device: str = opt("auto", "cpu, cuda or auto")
 
 
 def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, sae=None,

@@ -13,15 +13,34 @@ Downstream (the SAE's RAW-space reconstruction spliced into the model at its hoo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from babelscope.errors import UserError
 from babelscope.sae.base import SAE
+from babelscope.settings import Settings, opt
 
 DENSE_THRESHOLD = 0.1
+
+
+@dataclass(kw_only=True)
+class SAEEvalConfig(Settings):
+    """`babelscope sae eval`: reconstruction metrics and the spliced model's loss for one SAE."""
+
+    sae: str = opt(help="SAE directory")
+    model: str = opt(help="HF model directory")
+    data: list[str] = opt(help="corpus files")
+    tokens: int = opt(1_000_000, "activations to evaluate on", gt=0)
+    hook: str | None = opt(None, "hook point (default: the one in the SAE's cfg.json)")
+    positions: str | None = opt(None, "all | first:N | random:N (default: the positions the SAE was trained on)")
+    context_size: int | None = opt(None, "tokens per context (default: the SAE's)", gt=1)
+    batch_size: int = opt(32, "contexts per forward pass", gt=0)
+    lm_loss: bool = opt(True, "skip the spliced-model cross-entropy", flag="--no-lm-loss")
+    text_field: str = opt("text", "the record field holding the text")
+    device: str = opt("auto", "cpu, cuda or auto")
+    out: str | None = opt(None, "also write the metrics to this JSON file")
 
 
 class ReconstructionStats:
@@ -80,10 +99,9 @@ def reconstruction_metrics(sae: SAE, x: torch.Tensor, *, batch_size: int = 8192)
 
 def next_token_ce(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
     """(sum of next-token cross-entropies, number of predicted tokens) over positions where both are real."""
-    keep = (mask[:, 1:] & mask[:, :-1]).to(logits.device)
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten().to(logits.device),
-                          reduction="none").view_as(keep)
-    return float((nll * keep).sum()), int(keep.sum())
+    from babelscope.models.scoring import token_nll
+
+    return float(token_nll(logits, input_ids, mask).sum()), int((mask[:, 1:] & mask[:, :-1]).sum())
 
 
 def loss_recovered(ce_clean: float, ce_sae: float, ce_zero: float) -> float:

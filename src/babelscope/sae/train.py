@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 
+from babelscope import dist
+from babelscope.dist import all_reduce_, broadcast_
 from babelscope.errors import UserError
 from babelscope.files import atomic_path
 from babelscope.sae.base import SAE, SAEConfig, input_scale
@@ -40,52 +41,51 @@ from babelscope.sae.io import save_sae
 from babelscope.sae.relu import ReLUTrainer
 from babelscope.sae.topk import TopKTrainer
 from babelscope.sae.trainable import TrainableSAE
+from babelscope.settings import Settings, opt
 
 CHECKPOINT = "checkpoint.pt"
 STUDY_B_LRS = (1e-4, 2e-4, 5e-4, 1e-3)
 
 
-@dataclass
-class TrainConfig:
-    """Every training choice; saved in training.json and checked on resume."""
+@dataclass(kw_only=True)
+class TrainConfig(Settings):
+    """Every SAE training choice; saved in training.json and checked on resume."""
 
-    arch: str = "topk"
-    expansion: int = 16  # d_sae = expansion * d_in (unless d_sae is given)
-    d_sae: int | None = None
-    k: int = 32
-    l1: float | None = None  # ReLU only; None: relu_l1() picks it from the input normalisation
-    tokens: int = 10_000_000  # training activations
-    val_tokens: int = 100_000  # held-out activations (the first ones of the stream)
-    lrs: tuple[float, ...] = (1e-3,)
-    batch_size: int = 4096  # activations per step, over all ranks
-    buffer_size: int = 1 << 17  # activations in the shuffling pool (per rank)
-    warmup_steps: int = 500  # linear warm-up (capped at a tenth of the run)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 6.25e-10  # Study B's reference code
-    normalize: str = "l2"  # "none" | "l2" (Study B) | "scale"
-    positions: str = "first:64"  # "all" | "first:N" (Study B: 64) | "random:N" (Study A: 128)
-    context_size: int = 128
-    model_batch_size: int = 32  # contexts per forward pass
-    auxk: bool = True  # TopK: AuxK loss on dead latents
-    dead_window: int | None = None  # tokens without firing that make a latent dead (None: min(10M, tokens/10))
-    seed: int = 0
-    checkpoint_every: int | None = None  # steps (None: a twentieth of the run)
-    log_every: int = 100
-    text_field: str = "text"
-    extra: dict[str, Any] = field(default_factory=dict)
+    arch: str = opt("topk", "SAE architecture: relu (ReLU + L1, Study A) or topk (Study B)", choices=("relu", "topk"))
+    expansion: int = opt(16, "latents per input dimension (d_sae = expansion x d_in)", gt=0)
+    d_sae: int | None = opt(None, "number of latents (overrides --expansion)", gt=0)
+    k: int = opt(32, "active latents per token (topk)", gt=0)
+    l1: float | None = opt(None, "L1 coefficient (relu); default 2 for inputs of norm sqrt(d) (--normalize scale), "
+                                 "2/sqrt(d) with --normalize l2", ge=0.0)
+    tokens: int = opt(10_000_000, "training activations (10M, 2.5k, ...)", gt=0)
+    val_tokens: int = opt(100_000, "held-out activations (the first ones of the stream), for picking the lr", ge=0)
+    lrs: tuple[float, ...] = opt((1e-3,), "learning rate or comma-separated grid trained in lock-step (Study B: "
+                                          "1e-4,2e-4,5e-4,1e-3); the lowest validation MSE wins", flag="--lr", gt=0.0)
+    batch_size: int = opt(4096, "activations per step, over all ranks", gt=0)
+    buffer_size: int = opt(1 << 17, "activations in the shuffling pool (per rank)", gt=0)
+    warmup_steps: int = opt(500, "linear learning-rate warm-up steps (capped at a tenth of the run)", ge=0)
+    adam_betas: tuple[float, float] = opt((0.9, 0.999), "Adam betas")
+    adam_eps: float = opt(6.25e-10, "Adam epsilon (Study B's reference code)", gt=0.0)
+    normalize: str = opt("l2", "input normalisation: l2 = unit norm per vector (Study B); scale = one factor, mean "
+                               "norm sqrt(d); none", choices=("none", "l2", "scale"))
+    positions: str = opt("first:64", "all | first:N (Study B: 64) | random:N (Study A: 128) tokens per context")
+    context_size: int = opt(128, "tokens per context (BOS included)", gt=0)
+    model_batch_size: int = opt(32, "contexts per forward pass of the model", gt=0)
+    auxk: bool = opt(True, "TopK without the AuxK loss on dead latents", flag="--no-auxk")
+    dead_window: int | None = opt(None, "tokens without firing that make a latent dead (default min(10M, "
+                                        "tokens/10))", gt=0)
+    seed: int = opt(0, "seed of the initialisation and the shuffling")
+    checkpoint_every: int | None = opt(None, "steps between checkpoints (default: a twentieth of the run)", gt=0)
+    log_every: int = opt(100, "steps between logged losses", gt=0)
+    text_field: str = opt("text", "the record field holding the text")
+    extra: dict[str, Any] = opt(help="anything else worth keeping in training.json", default_factory=dict, cli=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.lrs = tuple(float(x) for x in self.lrs)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
-        if self.arch not in ("relu", "topk"):
-            raise UserError(f"unknown --arch '{self.arch}'; choose relu or topk")
-        if not self.lrs or any(not (lr > 0) for lr in self.lrs):
-            raise UserError(f"learning rates must be positive, got {self.lrs}")
-        for name in ("tokens", "batch_size", "buffer_size", "expansion", "k", "context_size"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.val_tokens < 0:
-            raise UserError(f"--val-tokens must be >= 0, got {self.val_tokens}")
+        if not self.lrs:
+            raise UserError("--lr needs at least one learning rate")
         if self.tokens < self.batch_size:
             raise UserError(f"--tokens ({self.tokens}) is smaller than one batch ({self.batch_size})")
         parse_positions(self.positions)
@@ -103,6 +103,20 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass(kw_only=True)
+class SAETrainSettings(TrainConfig):
+    """`babelscope sae train`: the training choices plus what to train on and where to write."""
+
+    model: str = opt(help="HF model directory")
+    hook: str = opt(help="hook point, e.g. layers.1.mlp.act or blocks.1.mlp.hook_post")
+    data: list[str] = opt(help="corpus files (JSONL, .txt, Parquet)")
+    out: str = opt(help="SAE directory to write (SAELens layout + training.json)")
+    cache: str | None = opt(None, "activation cache dir: computed once, reused by later runs")
+    resume: bool = opt(False, "continue from OUT/checkpoint.pt if it exists")
+    device: str = opt("auto", "cpu, cuda or auto")
+    threads: int | None = opt(None, "torch CPU threads", gt=0)
+
+
 @dataclass
 class TrainResult:
     sae: SAE  # the SAE of the learning rate with the lowest validation MSE
@@ -110,43 +124,6 @@ class TrainResult:
     grid: list[dict[str, Any]]  # one entry per learning rate: lr and its metrics
     out_dir: Path | None = None
     saes: list[SAE] = field(default_factory=list)  # every SAE of the grid, in the order of cfg.lrs
-
-
-# ---- DDP helpers -------------------------------------------------------------------------------------
-def _dist() -> tuple[int, int]:
-    """(rank, world): initialises torch.distributed when launched by torchrun with WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _allreduce_(tensors: list[torch.Tensor], world: int, average: bool) -> None:
-    """Sum (or average) a list of tensors over ranks in one flat all-reduce."""
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    flat = torch.cat([t.reshape(-1).float() for t in tensors])
-    dist.all_reduce(flat)
-    if average:
-        flat /= world
-    off = 0
-    for t in tensors:
-        t.copy_(flat[off:off + t.numel()].view_as(t))
-        off += t.numel()
-
-
-def _broadcast_(tensors: list[torch.Tensor], world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        for t in tensors:
-            dist.broadcast(t, 0)
 
 
 # ---- pure pieces -------------------------------------------------------------------------------------
@@ -186,8 +163,8 @@ def sae_step(tr: TrainableSAE, opt: torch.optim.Optimizer, u: torch.Tensor, sinc
     fires = st["fires"]
     if world > 1:
         fires = fires.float()
-        _allreduce_([p.grad for p in tr.parameters()], world, average=True)
-        _allreduce_([fires], world, average=False)
+        all_reduce_([p.grad for p in tr.parameters()], world, average=True)
+        all_reduce_([fires], world, average=False)
     tr.project_decoder_grad()
     for g in opt.param_groups:
         g["lr"] = lr
@@ -279,23 +256,23 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
             raise UserError("corpus too small: no training activations after the validation set")
         if sae_cfg.normalize == "scale":  # one fixed factor, from the validation rows (or the first batch)
             scale = torch.tensor([scale_for(val if len(val) else first)], device=device)
-            _broadcast_([scale], world)
+            broadcast_([scale], world)
             sae_cfg = replace(sae_cfg, scale=float(scale))
             for t in trainers:
                 t.cfg = replace(sae_cfg)
         u0 = normalize_batch(first, sae_cfg.normalize, sae_cfg.scale)
         for t in trainers:
             t.init_b_dec(u0)
-            _broadcast_(list(t.parameters()), world)
+            broadcast_(list(t.parameters()), world)
         buffer.ready = torch.cat([first, buffer.ready])  # the sample is trained on as well
 
     def save_checkpoint() -> None:
         buffers = [buffer.state_dict()]
         if world > 1:
-            import torch.distributed as dist
+            import torch.distributed as tdist
 
             gathered: list[Any] = [None] * world if rank == 0 else []
-            dist.gather_object(buffers[0], gathered if rank == 0 else None, dst=0)
+            tdist.gather_object(buffers[0], gathered if rank == 0 else None, dst=0)
             buffers = gathered
         if rank != 0 or ckpt is None:
             return
@@ -312,7 +289,7 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     while step < steps:
         x = buffer.next_batch()
         have = torch.tensor([0.0 if x is None else 1.0])
-        _allreduce_([have], world, average=False)
+        all_reduce_([have], world, average=False)
         if have.item() < world:
             served = step * tcfg.batch_size
             raise UserError(f"corpus too small: the stream ran out after {served} training activations, "
@@ -320,8 +297,8 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
                             "positions per context)")
         t0 = time.perf_counter()
         u = normalize_batch(x, sae_cfg.normalize, sae_cfg.scale)
-        for i, (tr, opt) in enumerate(zip(trainers, opts, strict=True)):
-            st = sae_step(tr, opt, u, since[i], lr=lr_at(step, lrs[i], warmup), window=window if tcfg.auxk else None,
+        for i, (tr, optim) in enumerate(zip(trainers, opts, strict=True)):
+            st = sae_step(tr, optim, u, since[i], lr=lr_at(step, lrs[i], warmup), window=window if tcfg.auxk else None,
                           tokens=tcfg.batch_size, world=world)
             mse_acc[i] += st["mse"]
         t_train += time.perf_counter() - t0
@@ -344,7 +321,7 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     for lr, sae, s in zip(lrs, saes, since, strict=True):
         stats = validation_stats(sae, val) if len(val) else None
         if stats is not None:
-            _allreduce_(list(stats.values()), world, average=False)
+            all_reduce_(list(stats.values()), world, average=False)
         from babelscope.sae.metrics import summarize
 
         m = summarize(stats) if stats is not None else {}
@@ -415,10 +392,11 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     tcfg = replace(config or TrainConfig(), **overrides)
     if threads:
         torch.set_num_threads(threads)
-    rank, world = _dist()
     device = resolve_device(device)
-    if world > 1 and device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    d = dist.init(device)
+    rank, world = d.rank, d.world
+    if d.enabled and device.startswith("cuda"):
+        device = f"cuda:{d.local_rank}"
     model_name = str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "")
     if isinstance(model, str | Path):
         model, tokenizer = load_model(model, device=device)
@@ -443,10 +421,7 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
         need = tcfg.val_tokens + tcfg.tokens
         if rank == 0:
             build_cache(model_source(0, 1), cache_dir, need, describe=describe)
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
+        dist.barrier(d)
         per_v, per_t = tcfg.val_tokens // world, tcfg.tokens // world
         v0, t0 = rank * per_v, tcfg.val_tokens + rank * per_t
         val = take(CacheSource(cache_dir, v0, v0 + per_v, device=device), per_v)

@@ -11,13 +11,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from babelscope import dist
 from babelscope.errors import UserError
 from babelscope.files import write_json_atomic
 from babelscope.settings import Settings, opt
-from babelscope.train import dist
 from babelscope.train.checkpoint import (
     check_weights,
     list_checkpoints,
@@ -26,7 +27,7 @@ from babelscope.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from babelscope.train.data import WindowSampler, batch, build_shards, windows
+from babelscope.train.data import Shards, WindowSampler, batch, build_shards, windows
 from babelscope.train.metrics import MetricsLog, plot_losses
 
 # Settings that shape the trajectory: a resumed run must use the ones it started with.
@@ -114,12 +115,104 @@ def _check_resume(out: Path, cfg: TrainConfig) -> None:
                             f"now {now[k]!r})", path=out / "config.json")
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or continue training) a model; returns `out/final`."""
+@dataclass
+class Progress:
+    """Where a run stands: the optimizer step, the tokens seen, the milestones already saved, the data position."""
+
+    step: int
+    tokens: int
+    milestones_done: list[int]
+    sampler: WindowSampler
+    grad_norm: float = float("nan")
+
+
+def _resume_point(out: Path, cfg: TrainConfig) -> Path | None:
+    """The checkpoint a `--resume` continues from (None for a new run); a new run may not overwrite one."""
+    if not cfg.resume:
+        if (out / "final").exists() or list_checkpoints(out):
+            raise UserError("run directory already has checkpoints; pass --resume to continue it or choose another "
+                            "--out", path=out)
+        return None
+    _check_resume(out, cfg)
+    done = list_checkpoints(out)
+    if done:
+        return done[-1][1]
+    return out / "final" if (out / "final" / "checkpoint.json").exists() else None
+
+
+def _token_shards(cfg: TrainConfig, tok_dir: Path, d: dist.Dist) -> Shards:
+    """The corpus as token shards: tokenised once (by rank 0), then memory-mapped by every rank."""
+    def build() -> Shards:
+        return build_shards(tok_dir, cfg.data, _cache_dir(cfg), val_data=cfg.val_data,
+                            val_fraction=cfg.val_fraction, text_field=cfg.text_field)
+    if d.main:
+        shards = build()
+    dist.barrier(d)
+    return shards if d.main else build()
+
+
+def _build_model(cfg: TrainConfig, tok, src: Path | str | None):
+    """The model to train: loaded from `src` (a checkpoint or --init-from) or a new preset."""
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+    from babelscope.models import llama_config
+
+    torch.manual_seed(cfg.seed)
+    if src:
+        check_weights(src)
+        return AutoModelForCausalLM.from_pretrained(src, local_files_only=True, dtype=torch.float32)
+    return LlamaForCausalLM(llama_config(cfg.preset, len(tok), kv_heads=cfg.kv_heads, context=cfg.context,
+                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                         pad_token_id=tok.pad_token_id))
+
+
+def _restore(cfg: TrainConfig, opt, n_windows: int, resume_from: Path | None) -> tuple[Progress, dict | None]:
+    """Load the optimizer state (resume: everything; --init-from: the optimizer unless told not to) and return
+    where the run stands, with the saved state a resume still needs (scheduler, RNG)."""
+    src = resume_from or cfg.init_from
+    state = load_state(src) if src else None
+    if resume_from:
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        return Progress(state["step"], state["tokens"], state["milestones_done"],
+                        WindowSampler(n_windows, cfg.seed, **state["sampler"])), state
+    if cfg.init_from and cfg.init_optimizer:
+        if state is None or "optimizer" not in state:
+            raise UserError("no optimizer state to continue from; pass --no-init-optimizer to start a fresh one",
+                            path=cfg.init_from)
+        opt.load_state_dict(state["optimizer"])
+        _reset_hparams(opt, cfg)
+    return Progress(0, 0, [], WindowSampler(n_windows, cfg.seed)), None
+
+
+def _autocast(cfg: TrainConfig, device: str):
+    """bf16 autocast where asked for, or by default on a GPU that has it; else no autocast."""
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda")
+                                          and torch.cuda.is_bf16_supported())
+    return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+
+@torch.no_grad()
+def evaluate(model, val: np.ndarray, ctx: int, cfg: TrainConfig, d: dist.Dist, device: str, autocast) -> float:
+    """Mean validation cross-entropy over the first `eval_batches` batches of the validation split (all ranks)."""
+    model.eval()
+    V = model.config.vocab_size
+    idx = np.arange(min(windows(val, ctx), cfg.eval_batches * cfg.batch_size))
+    total_loss, count = 0.0, 0
+    for i in range(d.rank * cfg.batch_size, len(idx), cfg.batch_size * d.world):
+        x, y = batch(val, idx[i:i + cfg.batch_size], ctx)
+        with autocast():
+            logits = model(input_ids=x.to(device)).logits
+        total_loss += float(F.cross_entropy(logits.float().view(-1, V), y.to(device).reshape(-1), reduction="sum"))
+        count += y.numel()
+    model.train()
+    return dist.mean(d, total_loss) / max(dist.mean(d, float(count)), 1.0)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or continue training) a model; returns `out/final`."""
     from babelscope.manifest import manifest
-    from babelscope.models import llama_config, resolve_device
+    from babelscope.models import resolve_device
     from babelscope.models.loading import check_model_dir, check_vocab
     from babelscope.progress import progress
     from babelscope.tokenizer import load_tokenizer
@@ -129,51 +222,24 @@ def train(cfg: TrainConfig) -> Path:
     if d.enabled and device.startswith("cuda"):
         device = f"cuda:{d.local_rank}"
     out = Path(cfg.out)
-    resume_from = None
-    if cfg.resume:
-        _check_resume(out, cfg)
-        done = list_checkpoints(out)
-        resume_from = done[-1][1] if done else None
-        if (out / "final" / "checkpoint.json").exists() and not resume_from:
-            resume_from = out / "final"
-    elif (out / "final").exists() or list_checkpoints(out):
-        raise UserError("run directory already has checkpoints; pass --resume to continue it or choose another "
-                        "--out", path=out)
+    resume_from = _resume_point(out, cfg)
     if cfg.init_from:
         check_model_dir(cfg.init_from)
-    tok_dir = Path(resume_from or cfg.init_from or cfg.tokenizer or "")
     if not (resume_from or cfg.init_from or cfg.tokenizer):
         raise UserError("--tokenizer is required (or --init-from a model directory)")
     if not (resume_from or cfg.init_from or cfg.preset):
         raise UserError("--preset is required (or --init-from a model directory)")
+    tok_dir = Path(resume_from or cfg.init_from or cfg.tokenizer)
     tok = load_tokenizer(tok_dir)
 
-    # Tokenise once (rank 0), then every rank memory-maps the same shards.
-    if d.main:
-        shards = build_shards(tok_dir, cfg.data, _cache_dir(cfg), val_data=cfg.val_data,
-                              val_fraction=cfg.val_fraction, text_field=cfg.text_field)
-    dist.barrier(d)
-    if not d.main:
-        shards = build_shards(tok_dir, cfg.data, _cache_dir(cfg), val_data=cfg.val_data,
-                              val_fraction=cfg.val_fraction, text_field=cfg.text_field)
-
-    torch.manual_seed(cfg.seed)
-    src = resume_from or cfg.init_from
-    if src:
-        check_weights(src)
-        model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True, dtype=torch.float32)
-    else:
-        model = LlamaForCausalLM(llama_config(cfg.preset, len(tok), kv_heads=cfg.kv_heads, context=cfg.context,
-                                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                              pad_token_id=tok.pad_token_id))
+    shards = _token_shards(cfg, tok_dir, d)
+    model = _build_model(cfg, tok, resume_from or cfg.init_from)
     check_vocab(model, tok, tok_dir)
     max_ctx = getattr(model.config, "max_position_embeddings", 512)
     ctx = cfg.context or max_ctx
     if ctx > max_ctx:
         raise UserError(f"--context {ctx} exceeds the model's {max_ctx} positions")
     model.to(device).train()
-    V = model.config.vocab_size
-
     if windows(shards.val, ctx) < 1:
         raise UserError("the validation split is shorter than one context window; add --val-data or lower "
                         "--context", path=shards.dir)
@@ -181,29 +247,15 @@ def train(cfg: TrainConfig) -> Path:
     per_step = cfg.batch_size * cfg.grad_accum * d.world
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * n_windows / per_step))
     warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
-    opt = _optimizer(model, cfg, fused=device.startswith("cuda"))
 
-    step, tokens, milestones_done = 0, 0, []
-    sampler = WindowSampler(n_windows, cfg.seed)
-    state = load_state(src) if src else None
-    if resume_from:
-        opt.load_state_dict(state["optimizer"])
-    elif cfg.init_from and cfg.init_optimizer:
-        if state is None or "optimizer" not in state:
-            raise UserError("no optimizer state to continue from; pass --no-init-optimizer to start a fresh one",
-                            path=cfg.init_from)
-        opt.load_state_dict(state["optimizer"])
-        _reset_hparams(opt, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total, warmup, cfg.schedule, cfg.min_lr))
-    if resume_from:
+    opt = _optimizer(model, cfg, fused=device.startswith("cuda"))
+    run, state = _restore(cfg, opt, n_windows, resume_from)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule, cfg.min_lr))
+    if state is not None:
         sched.load_state_dict(state["scheduler"])
         # Building the scheduler set each group's lr to its step-0 warm-up value; restore the saved one.
         for g, lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
             g["lr"] = lr
-        set_rng_state(state["rng"])
-        sampler = WindowSampler(n_windows, cfg.seed, **state["sampler"])
-        step, tokens, milestones_done = state["step"], state["tokens"], state["milestones_done"]
 
     raw = model
     if cfg.compile:
@@ -212,101 +264,95 @@ def train(cfg: TrainConfig) -> Path:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda")
-                                          and torch.cuda.is_bf16_supported())
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    autocast = _autocast(cfg, device)
 
     log = MetricsLog(out / "metrics.csv")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         if resume_from:
-            log.resume_at(step)
+            log.resume_at(run.step)
         else:
             log.start()
             info = {"total_steps": total, "tokens_per_step": per_step * ctx, "world_size": d.world,
                     "shards": shards.meta, "model": raw.config.to_dict()}
             write_json_atomic(out / "config.json", {**manifest("train", asdict(cfg)), **info})
 
-    @torch.no_grad()
-    def evaluate() -> float:
-        raw.eval()
-        n_val = windows(shards.val, ctx)
-        idx = torch.arange(min(n_val, cfg.eval_batches * cfg.batch_size)).numpy()
-        total_loss, count = 0.0, 0
-        for i in range(d.rank * cfg.batch_size, len(idx), cfg.batch_size * d.world):
-            x, y = batch(shards.val, idx[i:i + cfg.batch_size], ctx)
-            with autocast():
-                logits = raw(input_ids=x.to(device)).logits
-            total_loss += float(F.cross_entropy(logits.float().view(-1, V), y.to(device).reshape(-1),
-                                                reduction="sum"))
-            count += y.numel()
-        raw.train()
-        return dist.mean(d, total_loss) / max(dist.mean(d, float(count)), 1.0)
+    def validate() -> float:
+        return evaluate(raw, shards.val, ctx, cfg, d, device, autocast)
 
     def save(path: Path, kind: str, train_loss: float | None, val_loss: float | None) -> None:
         if d.main:
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
-                     "sampler": sampler.state(), "step": step, "tokens": tokens,
-                     "milestones_done": milestones_done, "config": asdict(cfg)}
-            info = {"step": step, "tokens": tokens, "epoch": sampler.epoch, "kind": kind,
+                     "sampler": run.sampler.state(), "step": run.step, "tokens": run.tokens,
+                     "milestones_done": run.milestones_done, "config": asdict(cfg)}
+            info = {"step": run.step, "tokens": run.tokens, "epoch": run.sampler.epoch, "kind": kind,
                     "train_loss": train_loss, "val_loss": val_loss}
             save_checkpoint(path, raw, tok, state, info)
         dist.barrier(d)
 
     milestones = sorted(set(cfg.checkpoint_at))
     if not resume_from:
-        val0 = evaluate()
+        val0 = validate()
         if d.main:
             log.append({"step": 0, "tokens": 0, "val_loss": val0})
         if 0 in milestones:
-            milestones_done.append(0)
+            run.milestones_done.append(0)
             save(out / "checkpoints" / "step-0", "milestone", None, val0)
 
-    bar = progress(total=total, initial=step, desc="train", unit="step", disable=not d.main)
+    bar = progress(total=total, initial=run.step, desc="train", unit="step", disable=not d.main)
     t_start, train_loss, val_loss = time.perf_counter(), float("nan"), None
-    while step < total:
+    while run.step < total:
         t0 = time.perf_counter()
-        idx = sampler.take(per_step)
-        mine = idx[d.rank * cfg.batch_size * cfg.grad_accum:(d.rank + 1) * cfg.batch_size * cfg.grad_accum]
-        loss_sum = 0.0
-        for micro in range(cfg.grad_accum):
-            x, y = batch(shards.train, mine[micro * cfg.batch_size:(micro + 1) * cfg.batch_size], ctx)
-            last = micro == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not d.enabled else model.no_sync()
-            with sync:
-                with autocast():
-                    logits = model(input_ids=x.to(device)).logits
-                loss = F.cross_entropy(logits.float().view(-1, V), y.to(device).reshape(-1)) / cfg.grad_accum
-                loss.backward()
-            loss_sum += loss.item()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip))
+        train_loss = train_step(model, raw, opt, sched, run, shards.train, ctx, cfg, d, device, autocast)
         lr = sched.get_last_lr()[0]
-        opt.step()
         sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens += per_step * ctx
-        train_loss = dist.mean(d, loss_sum)
-        val_loss = evaluate() if step % cfg.eval_every == 0 or step == total else None
+        val_loss = validate() if run.step % cfg.eval_every == 0 or run.step == total else None
         dt = time.perf_counter() - t0
         if d.main:
-            log.append({"step": step, "tokens": tokens, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
-                        "grad_norm": grad_norm, "tokens_per_s": round(per_step * ctx / dt, 1),
+            log.append({"step": run.step, "tokens": run.tokens, "lr": lr, "train_loss": train_loss,
+                        "val_loss": val_loss, "grad_norm": run.grad_norm, "tokens_per_s": round(per_step * ctx / dt, 1),
                         "elapsed_s": round(time.perf_counter() - t_start, 3)})
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{per_step * ctx / dt:,.0f}")
             bar.update()
-        crossed = [m for m in milestones if m <= tokens and m not in milestones_done]
-        if crossed:
-            milestones_done.extend(crossed)
-        if crossed or (cfg.save_every and step % cfg.save_every == 0):
-            save(out / "checkpoints" / f"step-{step}", "milestone" if crossed else "periodic", train_loss, val_loss)
+        crossed = [m for m in milestones if m <= run.tokens and m not in run.milestones_done]
+        run.milestones_done.extend(crossed)
+        if crossed or (cfg.save_every and run.step % cfg.save_every == 0):
+            save(out / "checkpoints" / f"step-{run.step}", "milestone" if crossed else "periodic", train_loss,
+                 val_loss)
         if val_loss is not None and d.main:
             plot_losses(out / "metrics.csv", out / "loss.png")
     bar.close()
     if val_loss is None:
-        val_loss = evaluate()
+        val_loss = validate()
     save(out / "final", "final", train_loss, val_loss)
     if d.main:
         plot_losses(out / "metrics.csv", out / "loss.png")
     dist.shutdown(d)
     return out / "final"
+
+
+def train_step(model, raw, opt, sched, run: Progress, tokens: np.ndarray, ctx: int, cfg: TrainConfig,
+               d: dist.Dist, device: str, autocast) -> float:
+    """One optimizer step over this rank's share of `batch_size x grad_accum x world` windows; returns the
+    mean training loss over ranks and advances `run` (step, tokens, data position, gradient norm)."""
+    per_step = cfg.batch_size * cfg.grad_accum * d.world
+    idx = run.sampler.take(per_step)
+    mine = idx[d.rank * cfg.batch_size * cfg.grad_accum:(d.rank + 1) * cfg.batch_size * cfg.grad_accum]
+    V = raw.config.vocab_size
+    loss_sum = 0.0
+    for micro in range(cfg.grad_accum):
+        x, y = batch(tokens, mine[micro * cfg.batch_size:(micro + 1) * cfg.batch_size], ctx)
+        last = micro == cfg.grad_accum - 1
+        sync = contextlib.nullcontext() if last or not d.enabled else model.no_sync()
+        with sync:
+            with autocast():
+                logits = model(input_ids=x.to(device)).logits
+            loss = F.cross_entropy(logits.float().view(-1, V), y.to(device).reshape(-1)) / cfg.grad_accum
+            loss.backward()
+        loss_sum += loss.item()
+    run.grad_norm = float(torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    run.step += 1
+    run.tokens += per_step * ctx
+    return dist.mean(d, loss_sum)

@@ -8,6 +8,7 @@ translation marks (English names in Arabic script, English dialogue-tag order) l
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from babelscope.corpus.storyworld.generator import (
     FEATURES,
@@ -23,12 +24,30 @@ from babelscope.corpus.storyworld.generator import (
 from babelscope.corpus.storyworld.names import ARABIC_NAMES, ENGLISH_NAMES, Name
 from babelscope.corpus.storyworld.vocab import ADJECTIVES, GREY_DAY, NOUNS, VERBS, Adjective, Noun, Verb
 from babelscope.errors import UserError
+from babelscope.settings import Settings, csv, opt
 
 __all__ = [
     "ADJECTIVES", "ARABIC_NAMES", "ENGLISH_NAMES", "FEATURES", "GREY_DAY", "LANGS", "MAX_WORDS", "MIN_WORDS", "NOUNS",
-    "STYLES", "VERBS", "Adjective", "Name", "Noun", "Story", "Verb", "check_options", "generate_stories",
+    "STYLES", "VERBS", "Adjective", "Name", "Noun", "Story", "StoryworldConfig", "Verb", "check_options",
+    "generate_stories",
     "generate_story", "plan_story", "render", "story_id",
 ]
+
+
+@dataclass(kw_only=True)
+class StoryworldConfig(Settings):
+    """`babelscope corpus storyworld`: N generated stories, one record per language, with their planted marks."""
+
+    stories: int = opt(help="number of stories (10k, 1M and 4e6 are accepted); each gives one record per language",
+                       metavar="N", gt=0)
+    out: str = opt(help="output file, .jsonl or .parquet", metavar="FILE")
+    langs: list[str] = opt(help="languages, comma-separated, in the order records are written per story",
+                           default_factory=lambda: ["en", "ar"], parse=csv, metavar="LIST")
+    style: str = opt("translated", "how the Arabic treats names and dialogue tags: translated (English names, "
+                                   "English tag order) or native", choices=STYLES)
+    seed: int = opt(0, "story i depends only on (seed, i)")
+    dialogue_before_rate: float = opt(0.2, 'share of English quotes with the tag first, `Tim said, "..."`',
+                                      ge=0.0, le=1.0, metavar="P")
 
 
 def check_options(langs: Sequence[str], style: str, dialogue_before_rate: float = 0.2) -> list[str]:

@@ -1,4 +1,4 @@
-"""DDP under torchrun: process-group setup and the few collectives the loop needs."""
+"""DDP under torchrun: process-group setup and the few collectives the training loops need (LM and SAE)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,27 @@ def mean(d: Dist, value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     tdist.all_reduce(t)
     return float(t) / d.world
+
+
+def all_reduce_(tensors: list[torch.Tensor], world: int, average: bool = False) -> None:
+    """In place: sum (or average) a list of tensors over ranks, in one flat all-reduce."""
+    if world <= 1:
+        return
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    tdist.all_reduce(flat)
+    if average:
+        flat /= world
+    off = 0
+    for t in tensors:
+        t.copy_(flat[off:off + t.numel()].view_as(t))
+        off += t.numel()
+
+
+def broadcast_(tensors: list[torch.Tensor], world: int) -> None:
+    """In place: every rank gets rank 0's values."""
+    if world > 1:
+        for t in tensors:
+            tdist.broadcast(t, 0)
 
 
 def shutdown(d: Dist) -> None:
