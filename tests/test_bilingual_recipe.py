@@ -1,9 +1,10 @@
-"""The bilingual recipe's pieces: log-spaced checkpoints and the choice of the mid-training checkpoint."""
+"""Study B's pieces: log-spaced checkpoints and the choice of the mid-training checkpoint."""
 
 import pytest
 
 from babelscope.errors import UserError
-from babelscope.recipes.bilingual import log_spaced, pick_mid
+from babelscope.recipes.study_b import pick_mid
+from babelscope.train.loop import log_spaced
 
 
 def test_log_spaced_checkpoints():

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from babelscope.analysis.sweep import (
+from babelscope.errors import UserError
+from babelscope.recipes.sweep import (
     SweepConfig,
     find_checkpoints,
     is_eval_doc,
@@ -12,7 +13,6 @@ from babelscope.analysis.sweep import (
     run_sweep,
     sae_shape,
 )
-from babelscope.errors import UserError
 
 
 def write_checkpoint(path, step, tokens, *, hidden=32, layers=2, vocab=448, model=None, tok=None):
@@ -123,7 +123,7 @@ def tiny_run(tmp_path_factory, tokenizer_dir):
 def test_sweep_end_to_end_resumes_and_feeds_the_injection(tiny_run, bilingual_records, tmp_path, monkeypatch):
     import pyarrow.csv as pacsv
 
-    import babelscope.analysis.sweep as sweep
+    import babelscope.recipes.sweep as sweep
     from babelscope.corpus import write_corpus
     from babelscope.intervene.inject import run_injection
 
@@ -171,7 +171,7 @@ def test_sweep_end_to_end_resumes_and_feeds_the_injection(tiny_run, bilingual_re
 
 
 def test_a_study_dir_keeps_its_settings(tmp_path):
-    from babelscope.analysis.sweep import check_settings
+    from babelscope.recipes.sweep import check_settings
 
     out = tmp_path / "study"
     out.mkdir()

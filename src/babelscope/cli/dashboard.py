@@ -21,21 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(cfg: DashboardConfig) -> int:
-    import numpy as np
+    from babelscope.report.dashboard import make_site
 
-    from babelscope.models import resolve_device
-    from babelscope.report.dashboard import build_site, load_for_site, read_tsea
-
-    store, tok, model, sae = load_for_site(cfg.features, model_dir=cfg.model, sae_dir=cfg.sae,
-                                           device=resolve_device(cfg.device), need_model=cfg.use_model)
-    features = cfg.only
-    if cfg.limit is not None:
-        feats = store.features()
-        active = np.flatnonzero(feats["n_active"] > 0)
-        order = active[np.argsort(-feats["frequency"][active], kind="stable")]
-        features = [int(f) for f in (order if features is None else [f for f in order if f in set(features)])]
-        features = features[:cfg.limit]
-    result = build_site(store, cfg.out, tok, model=model, sae=sae, tsea=read_tsea(cfg.tsea), features=features,
-                        loss=cfg.loss, png=cfg.png)
-    print(json.dumps(result))
+    print(json.dumps(make_site(cfg)))
     return 0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from babelscope.cli._common import command, group
 
 if TYPE_CHECKING:
-    from babelscope.analysis.sweep import StudyConfig
+    from babelscope.recipes.sweep import StudyConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "store on held-out documents, compute the mixed-language share and monosemanticity, "
                         "and draw the study's figures (STUDY_DIR/index.html). Finished cells are skipped, so "
                         "a killed sweep resumes.",
-            settings="babelscope.analysis.sweep:StudyConfig")
+            settings="babelscope.recipes.sweep:StudyConfig")
 
 
 def run(cfg: StudyConfig) -> int:
     from pathlib import Path
 
-    from babelscope.analysis.sweep import SweepConfig, run_sweep
     from babelscope.cli._common import require
+    from babelscope.recipes.sweep import SweepConfig, run_sweep
     from babelscope.settings import narrow
 
     runs = ([str(Path(cfg.checkpoints))] if cfg.checkpoints else []) + list(cfg.runs)

@@ -77,7 +77,8 @@ def svg_histogram(counts: Sequence[float], lo: float, hi: float, *, width: int =
 
 
 def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
-    """{"sets": [...], "score": [F, S], "q": [F, S]} from an `analyze tsea` output directory (None if none)."""
+    """{"sets": [...], "score": [F, S], "log_score": [F, S], "q": [F, S], "pair": the scatter's [x, y] sets} from
+    an `analyze tsea` output directory (None if none)."""
     if tsea_dir is None:
         return None
     import pyarrow.parquet as pq
@@ -90,12 +91,16 @@ def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
     names = t.column("set").to_pylist()
     sets = list(dict.fromkeys(names))
     F = int(feature.max()) + 1 if len(feature) else 0
-    score = np.full((F, len(sets)), np.nan)
-    q = np.full((F, len(sets)), np.nan)
     col = np.array([sets.index(s) for s in names], dtype=np.int64)
-    score[feature, col] = t.column("score").to_numpy(zero_copy_only=False)
-    q[feature, col] = t.column("q_value").to_numpy(zero_copy_only=False)
-    return {"sets": sets, "score": score, "q": q}
+    out: dict[str, Any] = {"sets": sets}
+    for key, column in (("score", "score"), ("log_score", "log_score"), ("q", "q_value")):
+        values = np.full((F, len(sets)), np.nan)
+        if column in t.column_names:
+            values[feature, col] = t.column(column).to_numpy(zero_copy_only=False)
+        out[key] = values
+    meta = Path(tsea_dir) / "meta.json"
+    out["pair"] = json.loads(meta.read_text(encoding="utf-8")).get("scatter_pair") if meta.is_file() else None
+    return out
 
 
 class Dashboard:
@@ -325,10 +330,34 @@ class DashboardConfig(Settings):
     tsea: str | None = opt(None, "an `analyze tsea` output directory: scores on pages and in the index")
     only: list[int] | None = opt(None, "feature ids, e.g. 12,40,3144 (default: every active feature)", ge=0)
     limit: int | None = opt(None, "at most this many features (the densest first)", gt=0)
+    tsea_top: int | None = opt(None, "pages for the N features farthest from the TSEA scatter's diagonal, half on "
+                                     "each side (needs --tsea)", gt=0)
     use_model: bool = opt(True, "skip logits and loss underlines (no model needed)", flag="--no-model")
     loss: bool = opt(True, "skip the loss underlines (faster)", flag="--no-loss")
     png: bool = opt(False, "also write a PNG summary per feature")
     device: str = opt("auto", "cpu, cuda or auto")
+
+
+def pick_features(store: FeatureStore, cfg: DashboardConfig, tsea: dict | None) -> list[int] | None:
+    """The features a site gets pages for: --only, the --tsea-top farthest from the TSEA diagonal, the --limit
+    densest (in that order of filtering); None means every feature that was ever active."""
+    feats = store.features()
+    active = np.flatnonzero(feats["n_active"] > 0)
+    features = cfg.only
+    if cfg.tsea_top is not None:
+        if tsea is None or not tsea.get("pair"):
+            raise UserError("--tsea-top needs --tsea with a scatter pair")
+        x, y = (tsea["log_score"][:, tsea["sets"].index(name)] for name in tsea["pair"])
+        gap = np.nan_to_num(y - x)
+        order = [int(f) for f in np.argsort(-gap, kind="stable") if f in set(active.tolist())]
+        half = cfg.tsea_top // 2
+        chosen = sorted(set(order[:half]) | set(order[::-1][:cfg.tsea_top - half]))
+        features = chosen if features is None else [f for f in chosen if f in set(features)]
+    if cfg.limit is not None:
+        order = active[np.argsort(-feats["frequency"][active], kind="stable")]
+        keep = order if features is None else [f for f in order if f in set(features)]
+        features = [int(f) for f in keep][:cfg.limit]
+    return features
 
 
 def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, sae=None,
@@ -363,6 +392,17 @@ def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, s
                                                            ("model", "sae", "hook", "tokens", "n_features")}}))
     _write(out / "index.html", dash.index_html(rows))
     return {"pages": len(features), "out": str(out), "loss": dash.loss, "logits": dash.model is not None}
+
+
+def make_site(cfg: DashboardConfig) -> dict[str, Any]:
+    """`babelscope dashboard`: load what the store names (or what cfg overrides), pick the features, build."""
+    from babelscope.models import resolve_device
+
+    store, tok, model, sae = load_for_site(cfg.features, model_dir=cfg.model, sae_dir=cfg.sae,
+                                           device=resolve_device(cfg.device), need_model=cfg.use_model)
+    tsea = read_tsea(cfg.tsea)
+    return build_site(store, cfg.out, tok, model=model, sae=sae, tsea=tsea, features=pick_features(store, cfg, tsea),
+                      loss=cfg.loss, png=cfg.png)
 
 
 def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = None,

@@ -68,6 +68,11 @@ class TrainConfig(Settings):
     save_every: int | None = opt(None, "also checkpoint every N steps", gt=0)
     checkpoint_at: list[int] = opt(help="checkpoint when these token counts are reached, e.g. 4e6,4e7,4e8",
                                    default_factory=list, ge=0)
+    log_checkpoints: int = opt(0, "also checkpoint at this many token counts spaced evenly in log between "
+                                  "--log-first of the run's tokens and its end (Study B's training dynamics; the "
+                                  "end is final/)", ge=0)
+    log_first: float = opt(1 / 64, "the first log-spaced checkpoint, as a share of the run's tokens", gt=0.0,
+                           le=1.0)
     seed: int = opt(0, "seed of the initialisation and the data order")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     precision: str = opt("auto", "auto: bf16 autocast on a GPU that has it, else fp32",
@@ -75,6 +80,17 @@ class TrainConfig(Settings):
     compile: bool = opt(False, "torch.compile the model (GPU)")
     cache_dir: str | None = opt(None, "where token shards are kept (default $BABELSCOPE_CACHE/tokens or "
                                       "~/.cache/babelscope/tokens)")
+
+
+def log_spaced(total: int, n: int, first: float) -> list[int]:
+    """`n` token counts spaced evenly in log between `first * total` and `total` (distinct, increasing)."""
+    if n < 1 or total < 1:
+        return []
+    lo = max(1.0, first * total)
+    if n == 1:
+        return [int(total)]
+    ratio = (total / lo) ** (1 / (n - 1))
+    return sorted({round(lo * ratio**i) for i in range(n)})
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_lr: float) -> float:
@@ -290,7 +306,9 @@ def train(cfg: TrainConfig) -> Path:
             save_checkpoint(path, raw, tok, state, info)
         dist.barrier(d)
 
-    milestones = sorted(set(cfg.checkpoint_at))
+    # The last log-spaced point is the end of the run, which final/ holds.
+    milestones = sorted(set(cfg.checkpoint_at) | set(log_spaced(total * per_step * ctx, cfg.log_checkpoints,
+                                                                 cfg.log_first)[:-1]))
     if not resume_from:
         val0 = validate()
         if d.main:

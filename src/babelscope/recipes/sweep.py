@@ -50,6 +50,8 @@ class SweepConfig(Settings):
     layers: str = opt("all", "'all' or a comma-separated list of layer indices")
     k: int = opt(32, "TopK k (capped at d/4 for narrow models)", gt=0)
     expansion: int = opt(16, "latents = expansion x d", gt=0)
+    d_sae: int | None = opt(None, "latents of every SAE, whatever the width (Study B: 32768; overrides --expansion)",
+                            gt=0)
     sae_tokens: int = opt(2_000_000, "SAE training tokens per cell", gt=0)
     store_tokens: int = opt(500_000, "evaluation tokens per feature store", gt=0)
     context: int = opt(64, "tokens per document read (BOS included, then dropped; the study: 64)", gt=1)
@@ -83,9 +85,9 @@ class StudyConfig(SweepConfig):
 
 # ---- pure helpers ---------------------------------------------------------------------------------------------
 
-def sae_shape(d_in: int, k: int = 32, expansion: int = 16) -> tuple[int, int]:
-    """(k, d_sae) for a d_in-dim hook: k capped at d_in // 4 (at least 1), d_sae = expansion x d_in."""
-    return max(1, min(k, d_in // 4)), expansion * d_in
+def sae_shape(d_in: int, k: int = 32, expansion: int = 16, d_sae: int | None = None) -> tuple[int, int]:
+    """(k, d_sae) for a d_in-dim hook: k capped at d_in // 4 (at least 1), d_sae given or expansion x d_in."""
+    return max(1, min(k, d_in // 4)), d_sae or expansion * d_in
 
 
 def parse_layers(spec: str | Sequence[int], n_layers: int, where: str = "the model") -> list[int]:
@@ -278,7 +280,7 @@ def train_cell_sae(model, tokenizer, hook: str, sae_data: Path, out: Path, cfg: 
 def sae_kwargs(d_in: int, cfg: SweepConfig) -> dict[str, Any]:
     """TrainConfig overrides: TopK, k and width scaled to d_in, the first `context` tokens of each document
     (BOS included, then dropped: 63 vectors for 64), L2-normalised inputs, a batch that gives ~250 steps."""
-    k, d_sae = sae_shape(d_in, cfg.k, cfg.expansion)
+    k, d_sae = sae_shape(d_in, cfg.k, cfg.expansion, cfg.d_sae)
     batch = cfg.sae_batch or int(min(4096, max(128, cfg.sae_tokens // 250)))
     return {"arch": "topk", "k": k, "d_sae": d_sae, "tokens": cfg.sae_tokens,
             "val_tokens": min(100_000, max(batch, cfg.sae_tokens // 10)), "lrs": tuple(cfg.lrs),
@@ -294,6 +296,7 @@ def run_sweep(runs: Sequence[str | Path], data: Sequence[str | Path], out: str |
     """Sweep every checkpoint x layer of each run (a run dir or its checkpoints/ dir); resumable; returns the
     summary rows and writes the summary table, figures and index.html."""
     from babelscope.files import write_json_atomic
+    from babelscope.report.sweep import draw_figures, write_index
 
     cfg = cfg or SweepConfig()
     out = Path(out)
@@ -335,7 +338,7 @@ def collect(cells: Sequence[Path]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["run"], r["train_tokens"], r["step"], r["layer"]))
 
 
-_RESULT_KEYS = ("k", "expansion", "sae_tokens", "store_tokens", "context", "lrs", "sae_batch", "tau",
+_RESULT_KEYS = ("k", "expansion", "d_sae", "sae_tokens", "store_tokens", "context", "lrs", "sae_batch", "tau",
                 "sim_threshold", "link_rate", "embeddings", "eval_frac", "hook_kind", "seed")
 
 
@@ -362,139 +365,3 @@ def write_summary(out: Path, rows: list[dict]) -> None:
 
     flat = [{k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in r.items()} for r in rows]
     write_table_atomic(out / "summary", pa.Table.from_pylist(flat))
-
-
-# ---- figures and the page -------------------------------------------------------------------------------------
-
-def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    rows = sorted(rows, key=lambda r: r["train_tokens"])
-    return [max(r["train_tokens"], 1) for r in rows], [r.get(key, float("nan")) for r in rows]
-
-
-def _mid_layer(rows: list[dict]) -> int:
-    return int(rows[0]["n_layers"]) // 2
-
-
-def draw_figures(out: str | Path, rows: list[dict], *, layer: int | None = None) -> list[Path]:
-    """The study's figures as PNGs: mixed share and mean R_mono against training tokens for one layer (the
-    middle one by default, with the mixed share's range over tau 0.8-0.95 shaded), the same for every layer
-    (coloured by depth), mean span length per layer, and the comparison across runs when there are several."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    paths: list[Path] = []
-    if not rows:
-        return paths
-    runs = sorted({r["run"] for r in rows}, key=lambda name: [r["run"] for r in rows].index(name))
-
-    def save(fig, name: str) -> None:
-        from babelscope.files import atomic_path
-
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-        plt.close(fig)
-        paths.append(out / name)
-
-    for run in runs:
-        mine = [r for r in rows if r["run"] == run]
-        suffix = "" if len(runs) == 1 else f"_{run}"
-        at = layer if layer is not None else _mid_layer(mine)
-        one = [r for r in mine if r["layer"] == at]
-        if one:
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-            x, y = _series(one, "mixed_share")
-            _, lo = _series(one, "mixed_share_t080")
-            _, hi = _series(one, "mixed_share_t095")
-            axes[0].plot(x, y, "o-", color="tab:red", label="tau = 0.9")
-            axes[0].fill_between(x, lo, hi, color="tab:red", alpha=0.2, label="tau 0.8 - 0.95")
-            axes[0].legend(fontsize=8)
-            x, y = _series(one, "mean_r_mono")
-            _, y2 = _series(one, "mean_r_mono_multi")
-            axes[1].plot(x, y, "o-", color="tab:blue", label="all live features")
-            axes[1].plot(x, y2, "s--", color="tab:blue", alpha=0.6, label="without single-token features")
-            axes[1].legend(fontsize=8)
-            _decorate(axes, f"{run}, layer {at}")
-            save(fig, f"fig_layer{at}{suffix}.png")
-        layers = sorted({r["layer"] for r in mine})
-        n_layers = int(mine[0]["n_layers"])
-        cmap = plt.get_cmap("viridis")
-        for keys, name, ylabels in (
-            (("mixed_share", "mean_r_mono"), "fig_layers", ("mixed-language share", "mean monosemanticity")),
-            (("mean_span",), "fig_spans", ("mean span length (tokens)",)),
-        ):
-            fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys) + 1, 3.6), squeeze=False,
-                                     layout="constrained")
-            axes = axes[0]
-            for ax, key in zip(axes, keys, strict=True):
-                for lay in layers:
-                    x, y = _series([r for r in mine if r["layer"] == lay], key)
-                    ax.plot(x, y, "o-", ms=3, color=cmap(lay / max(n_layers - 1, 1)), label=f"layer {lay}")
-            _decorate(axes, f"{run}, all layers", ylabels)
-            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(n_layers - 1, 1)))
-            bar = fig.colorbar(sm, ax=list(axes), label="layer (depth)")
-            bar.set_ticks(range(n_layers) if n_layers <= 12 else [0, n_layers - 1])
-            save(fig, f"{name}{suffix}.png")
-    if len(runs) > 1:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-        for i, run in enumerate(runs):
-            mine = [r for r in rows if r["run"] == run]
-            at = _mid_layer(mine)
-            one = [r for r in mine if r["layer"] == at]
-            for ax, key in zip(axes, ("mixed_share", "mean_r_mono"), strict=True):
-                x, y = _series(one, key)
-                ax.plot(x, y, "o-", color=plt.get_cmap("tab10")(i), label=f"{run} (layer {at})")
-        axes[0].legend(fontsize=8)
-        _decorate(axes, "model sizes, middle layer")
-        save(fig, "fig_sizes.png")
-    return paths
-
-
-def _decorate(axes, title: str, ylabels: Sequence[str] = ("mixed-language share", "mean monosemanticity")) -> None:
-    for ax, ylabel in zip(axes, ylabels, strict=True):
-        ax.set_xscale("log")
-        ax.set_xlabel("training tokens")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-
-
-_PAGE_COLUMNS = ("run", "checkpoint", "train_tokens", "layer", "n_alive", "mixed_share", "mixed_share_t080",
-                 "mixed_share_t095", "mean_r_mono", "mean_r_mono_multi", "n_single_token", "mean_span",
-                 "pair_link_rate")
-
-
-def write_index(out: str | Path, rows: list[dict], figures: Sequence[Path], labels: Sequence[str]) -> Path:
-    """index.html: the figures and the summary table; all text is escaped and nothing loads from the network."""
-    from html import escape
-
-    from babelscope.files import write_text_atomic
-
-    out = Path(out)
-    cols = [c for c in _PAGE_COLUMNS if any(c in r for r in rows)]
-
-    def cell(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else escape(str(v))
-
-    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
-    body = "\n".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
-    imgs = "\n".join(f'<figure><img src="{escape(p.name)}" alt="{escape(p.stem)}"></figure>' for p in figures)
-    html = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>babelscope: bilingual study</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}img{{max-width:100%}}
-table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style>
-</head><body>
-<h1>Bilingual study</h1>
-<p>Languages: {escape(", ".join(labels))}. A feature is <i>mixed</i> unless one language holds at least tau of its
-activating occurrences (activation &ge; 70% of its maximum); monosemanticity R_mono = 1 - H_sem / H_tok
-(single-token features count as 0; the dashed line leaves them out).</p>
-{imgs}
-<h2>Cells</h2>
-<table><tr>{head}</tr>
-{body}
-</table></body></html>
-"""
-    write_text_atomic(out / "index.html", html)
-    return out / "index.html"

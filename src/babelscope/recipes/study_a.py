@@ -1,0 +1,184 @@
+"""Study A (Arabic TinyStories: translated data, continual pre-training, SAE + TSEA): its headline claims, each
+measured on this run and judged against the paper's number.
+
+The stages before this one compute tables (losses, marks, judge scores, SAEs, feature stores, TSEA); this one
+reads them and writes OUT/STAGE/summary.json: per claim the paper's number, ours with a 95% interval, and the
+verdict (analysis/intervals.py). A claim whose evidence was not computed (no judge endpoint given, say) is
+reported as "not run".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from babelscope.analysis.intervals import INCONCLUSIVE, diff_proportions, verdict
+from babelscope.settings import Settings, csv, opt
+
+NOT_RUN = "not run"
+
+
+@dataclass(kw_only=True)
+class TseaStage(Settings):
+    """TSEA of one model's SAE (the recipe stage; `babelscope analyze tsea` takes the same settings)."""
+
+    model: str = opt(help="HF model directory")
+    sae: str = opt(help="SAE directory")
+    out: str = opt(help="output directory")
+    sets: list[str] = opt(help="token sets", default_factory=lambda: ["english_names", "arabic_names",
+                                                                      "name_then_punct"], parse=csv)
+    data: list[str] = opt(help="corpus for name_then_punct", default_factory=list)
+    scatter: list[str] = opt(help="the scatter's two sets (x, y)", default_factory=lambda: ["arabic_names",
+                                                                                             "english_names"],
+                             parse=csv)
+    null: int | None = opt(None, "random directions scored as a baseline (default: as many as features)", ge=0)
+    device: str = opt("auto", "cpu, cuda or auto")
+
+
+@dataclass(kw_only=True)
+class StudyAConfig(Settings):
+    """Inputs of Study A's summary: the tables of the stages that measured each claim."""
+
+    out: str = opt(help="output directory (summary.json)")
+    base: str = opt("base", "the name of the model pre-trained on translated data")
+    cp: str = opt("cp", "the name of the continually pre-trained model")
+    losses: str | None = opt(None, "losses.json of the models on the held-out sets")
+    native_set: str = opt("native", "the held-out set in the native style (losses.json key)")
+    translated_set: str = opt("translated", "the held-out set in the translated style (losses.json key)")
+    marks: str | None = opt(None, "marks.json of the models' generations")
+    judge: str | None = opt(None, "scores.csv of the LLM judge")
+    sae: dict[str, str] = opt(help="model name -> SAE directory", default_factory=dict)
+    tsea: dict[str, str] = opt(help="model name -> TSEA directory", default_factory=dict)
+    features: dict[str, str] = opt(help="model name -> feature store", default_factory=dict)
+    dashboards: dict[str, str] = opt(help="model name -> dashboard site index.html", default_factory=dict)
+
+
+# The paper's numbers (Boughorbel et al., Tables 3-4 and section 5): the judge's 0-10 scores of the 33M model
+# before and after continual pre-training, and the qualitative SAE finding.
+PAPER = {
+    "judge_33m": {"base": {"grammar": 6.83, "creativity": 7.01, "consistency": 7.20},
+                  "cp": {"grammar": 7.08, "creativity": 7.21, "consistency": 7.26}},
+}
+
+
+def _read_json(path: str | None) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8")) if path and Path(path).is_file() else None
+
+
+def claim(cid: str, text: str, paper: str, ours: dict[str, Any] | None, expected: str,
+          note: str = "") -> dict[str, Any]:
+    """One row of the claims table: `ours` holds value/low/high of the effect (None: not measured)."""
+    if ours is None:
+        return {"id": cid, "claim": text, "paper": paper, "ours": None, "verdict": NOT_RUN, "note": note}
+    v = verdict(ours.get("low", float("nan")), ours.get("high", float("nan")), expected)
+    return {"id": cid, "claim": text, "paper": paper, "ours": ours, "verdict": v, "note": note}
+
+
+def _share_claim(marks: dict, base: str, cp: str, k_key: str, n_keys: tuple[str, str]) -> dict[str, Any] | None:
+    """CP minus base of a share from the marks table, with Newcombe's interval."""
+    if not marks or base not in marks or cp not in marks:
+        return None
+    b, c = marks[base], marks[cp]
+    nb, nc = b[n_keys[0]] + b[n_keys[1]], c[n_keys[0]] + c[n_keys[1]]
+    d, lo, hi = diff_proportions(c[k_key], nc, b[k_key], nb)
+    return {"value": d, "low": lo, "high": hi, "base": b[k_key] / nb if nb else None,
+            "cp": c[k_key] / nc if nc else None, "n_base": nb, "n_cp": nc, "unit": "share (cp - base)"}
+
+
+def _tsea_counts(tsea_dir: str) -> dict[str, Any]:
+    meta = _read_json(str(Path(tsea_dir) / "meta.json")) or {}
+    bt = meta.get("beyond_threshold", {})
+    null = (meta.get("null") or {}).get("beyond_threshold", {})
+    return {"features": meta.get("n_features"), "english_biased": bt.get("above"), "arabic_biased": bt.get("below"),
+            "null_english_biased": null.get("above"), "null_arabic_biased": null.get("below"),
+            "threshold": meta.get("threshold")}
+
+
+def _sae_health(sae_dir: str) -> dict[str, Any]:
+    from babelscope.sae.io import read_training
+
+    t = read_training(sae_dir)
+    m = t.get("metrics") or {}
+    return {k: m.get(k) for k in ("fve", "l0", "dead_fraction", "steps", "train_tokens")} | {"lr": t.get("best_lr")}
+
+
+def summarize_study_a(cfg: StudyAConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The claims of Study A on this run (written to OUT/summary.json)."""
+    from babelscope.files import write_json_atomic
+
+    losses = _read_json(cfg.losses) or {}
+    marks = _read_json(cfg.marks) or {}
+    claims = [
+        claim("A1", "Continual pre-training on native stories replaces the English-origin names that translated "
+                    "data carries with Arabic ones", "the CP model writes Arabic names (section 5, qualitative)",
+              _share_claim(marks, cfg.base, cfg.cp, "names_english", ("names_english", "names_arabic")),
+              "negative", "share of English-origin names among the names in generated stories, CP minus base"),
+        claim("A2", "... and moves dialogue tags before the quote, the Arabic order",
+              "qualitative (section 5)",
+              _share_claim(marks, cfg.base, cfg.cp, "tags_after", ("tags_after", "tags_before")),
+              "negative", "share of dialogue tags after their quote, CP minus base"),
+        _quality_claim(cfg, losses),
+        _tsea_claim(cfg),
+    ]
+    models = {name: {"losses": losses.get("losses", {}).get(name), "marks": marks.get(name),
+                     "sae": _sae_health(cfg.sae[name]) if name in cfg.sae else None,
+                     "tsea": _tsea_counts(cfg.tsea[name]) if name in cfg.tsea else None}
+              for name in (cfg.base, cfg.cp)}
+    summary = {"study": "A", "title": "Translated data, continual pre-training and dictionary learning (Boughorbel "
+                                      "et al.)", "claims": claims, "models": models,
+               "links": {"dashboards": cfg.dashboards, "tsea": cfg.tsea, "features": cfg.features}}
+    write_json_atomic(Path(cfg.out) / "summary.json", summary)
+    for c in claims:
+        log(f"{c['id']}: {c['verdict']}")
+    return summary
+
+
+def _quality_claim(cfg: StudyAConfig, losses: dict) -> dict[str, Any]:
+    """The judge's scores when a judge ran; else the loss on held-out native stories as the proxy."""
+    paper = PAPER["judge_33m"]
+    paper_text = ("33M judge (grammar/creativity/consistency): " +
+                  "/".join(f"{paper['base'][k]:.2f}" for k in paper["base"]) + " -> " +
+                  "/".join(f"{paper['cp'][k]:.2f}" for k in paper["cp"]))
+    text = "Continual pre-training improves the stories (an LLM judge's scores)"
+    if cfg.judge and Path(cfg.judge).is_file():
+        import csv as csv_module
+
+        with open(cfg.judge, encoding="utf-8") as f:
+            rows = {r["model"]: r for r in csv_module.DictReader(f)}
+        if cfg.base in rows and cfg.cp in rows:
+            diff = {k: float(rows[cfg.cp][k]) - float(rows[cfg.base][k]) for k in ("grammar", "creativity",
+                                                                                      "consistency")}
+            ours = {"value": sum(diff.values()) / 3, "low": float("nan"), "high": float("nan"),
+                    "by_criterion": diff, "unit": "mean judge score (cp - base)"}
+            return claim("A3", text, paper_text, ours, "positive", "no interval: the judge gives one score per story")
+    ls = losses.get("losses", {})
+    if cfg.base in ls and cfg.cp in ls and cfg.native_set in ls[cfg.base]:
+        b, c = ls[cfg.base], ls[cfg.cp]
+        d = c[cfg.native_set]["loss"] - b[cfg.native_set]["loss"]
+        ours = {"value": d, "low": float("nan"), "high": float("nan"), "unit": "native held-out loss (cp - base)",
+                "forgetting": c.get(cfg.translated_set, {}).get("loss", float("nan"))
+                - b.get(cfg.translated_set, {}).get("loss", float("nan"))}
+        row = claim("A3", text, paper_text, None, "negative",
+                    "no judge endpoint was given; the native-style held-out loss is shown instead (lower is better)")
+        row.update(ours=ours, verdict=INCONCLUSIVE)
+        return row
+    return claim("A3", text, paper_text, None, "positive", "neither a judge nor held-out losses were computed")
+
+
+def _tsea_claim(cfg: StudyAConfig) -> dict[str, Any]:
+    """English-name-biased features (TSEA), base vs CP, as a difference of shares of the SAE's features."""
+    text = "English-name-biased SAE features (TSEA) largely disappear after continual pre-training"
+    paper = "qualitative (Figures 5-6): far fewer features above the diagonal after CP"
+    if cfg.base not in cfg.tsea or cfg.cp not in cfg.tsea:
+        return claim("A4", text, paper, None, "negative")
+    b, c = _tsea_counts(cfg.tsea[cfg.base]), _tsea_counts(cfg.tsea[cfg.cp])
+    if not b["features"] or not c["features"] or b["english_biased"] is None or c["english_biased"] is None:
+        return claim("A4", text, paper, None, "negative")
+    d, lo, hi = diff_proportions(c["english_biased"], c["features"], b["english_biased"], b["features"])
+    ours = {"value": d, "low": lo, "high": hi, "base": b, "cp": c,
+            "unit": f"share of features > {b['threshold']:g} above the diagonal (cp - base)"}
+    return claim("A4", text, paper, ours, "negative",
+                 "threshold count; the same count for random directions is in base/cp.null_english_biased")
