@@ -376,6 +376,14 @@ def _record_source(data: Sequence[str | Path] | Iterable[dict] | Callable[[], It
     raise UserError("data must be corpus paths, a list of records or a callable returning records")
 
 
+def _dataset_path(data: Any) -> str:
+    """Where the training text lies, for the SAE's metadata: the file, the folder of several files, or ""."""
+    if not (isinstance(data, list | tuple) and data and all(isinstance(p, str | Path) for p in data)):
+        return ""
+    paths = [Path(p).resolve() for p in data]
+    return str(paths[0]) if len(paths) == 1 else os.path.commonpath(paths)
+
+
 def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = None, *,
               config: TrainConfig | None = None, tokenizer: Any = None, cache_dir: str | Path | None = None,
               resume: bool = False, device: str = "cpu", threads: int | None = None,
@@ -408,7 +416,7 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     sae_cfg = SAEConfig(arch=tcfg.arch, d_in=d_in, d_sae=tcfg.d_sae or tcfg.expansion * d_in,
                         k=tcfg.k if tcfg.arch == "topk" else None, hook_name=hook, model=model_name,
                         normalize=tcfg.normalize, context_size=tcfg.context_size,
-                        extra={"positions": str(positions), "seed": tcfg.seed})
+                        extra={"positions": str(positions), "seed": tcfg.seed, "dataset_path": _dataset_path(data)})
     records = _record_source(data, tcfg.text_field)
     describe = {"model": model_name, "hook": hook, "positions": str(positions), "context_size": tcfg.context_size,
                 "seed": tcfg.seed}
