@@ -8,7 +8,6 @@ first token has no prediction: null, as the API defines.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -67,17 +66,11 @@ def token_piece(tokenizer, token_id: int) -> tuple[str, list[int]]:
     return "bytes:" + "".join(f"\\x{b:02x}" for b in raw), list(raw)
 
 
-@functools.cache
-def _char_to_byte() -> dict[str, int]:
-    """Byte-level BPE's alphabet: printable bytes stand for themselves, the others for chr(256 + i) in order."""
-    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in kept]
-    return {**{chr(b): b for b in kept}, **{chr(256 + i): b for i, b in enumerate(others)}}
-
-
 def _byte_level_bytes(tokenizer, token_id: int) -> bytes | None:
     """The raw bytes of a byte-level BPE token, or None for other tokenizers."""
-    to_byte = _char_to_byte()
+    from babelscope.report.text import _byte_decoder
+
+    to_byte = _byte_decoder()
     piece = tokenizer.convert_ids_to_tokens(token_id)
     if not isinstance(piece, str) or any(c not in to_byte for c in piece):
         return None
