@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command, group
-from babelscope.export.model import ExportModelConfig
-from babelscope.export.neuronpedia import ExportFeaturesConfig
-from babelscope.export.sae import ExportSAEConfig
+
+if TYPE_CHECKING:
+    from babelscope.export.model import ExportModelConfig
+    from babelscope.export.neuronpedia import ExportFeaturesConfig
+    from babelscope.export.sae import ExportSAEConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     command(g, "model", run_model, "A model directory with its model card (README.md), ready to upload.",
             description="Copy a model directory's files (not the optimizer state) and write a model card: front "
                         "matter a hub reads, the training data, tokens seen, validation losses, the preset and "
-                        "how to load it.", settings=ExportModelConfig)
+                        "how to load it.", settings="babelscope.export.model:ExportModelConfig")
     command(g, "sae", run_sae, "An SAE directory (SAELens layout) with its card, ready to upload.",
             description="Copy an SAE directory and write its card: hook (TransformerLens and babelscope names), "
-                        "width, k or L1, normalisation, FVE, L0 and the dead share.", settings=ExportSAEConfig)
+                        "width, k or L1, normalisation, FVE, L0 and the dead share.", settings="babelscope.export.sae:ExportSAEConfig")
     command(g, "features", run_features, "Neuronpedia-style JSON per feature from a feature store.",
             description="Per-feature JSON (features/N.json) and upload batches (batch-K.json) with top activations, "
                         "activation intervals, logit tables and histograms, and an explanations slot.",
-            settings=ExportFeaturesConfig)
+            settings="babelscope.export.neuronpedia:ExportFeaturesConfig")
 
 
 def run_model(cfg: ExportModelConfig) -> int:

@@ -5,26 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command, require
-from babelscope.serve.limits import Limits
-from babelscope.settings import narrow, opt
 
-
-@dataclass(kw_only=True)
-class ServeConfig(Limits):
-    """`babelscope serve`: one model directory behind /v1/models, /v1/completions and /v1/chat/completions."""
-
-    model: str = opt(help="HF model directory (e.g. RUN/final)")
-    port: int = opt(8000, "TCP port", ge=1, le=65535)
-    host: str = opt("127.0.0.1", "address to bind; 0.0.0.0 exposes the server to the network")
-    name: str | None = opt(None, "model id clients ask for (default: the run's name)")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    truncate_prompts: bool = opt(False, "keep the end of a prompt longer than the model's context instead of "
-                                        "answering HTTP 400")
-    api_key_env: str | None = opt(None, "require the key in this environment variable as a bearer token",
-                                  metavar="NAME")
+if TYPE_CHECKING:
+    from babelscope.serve.config import ServeConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             description="Serve a model directory at /v1/models, /v1/completions and /v1/chat/completions "
                         "(streaming with stream=true; log-probabilities with logprobs, echo and max_tokens=0). "
                         "Binds 127.0.0.1 unless --host says otherwise. Requests beyond --queue get HTTP 503 with "
-                        "Retry-After.", settings=ServeConfig)
+                        "Retry-After.", settings="babelscope.serve.config:ServeConfig")
 
 
 def run(cfg: ServeConfig) -> int:
     import uvicorn
 
-    from babelscope.serve import create_app, served_name
+    from babelscope.serve import Limits, create_app, served_name
+    from babelscope.settings import narrow
 
     api_key = None
     if cfg.api_key_env:

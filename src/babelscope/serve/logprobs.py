@@ -2,7 +2,7 @@
 
 One forward pass over the whole sequence (prompt and completion) gives every token's log-probability under
 the raw model distribution (no temperature or top-p), computed by the shared per-token NLL
-(`eval.perplexity.token_nll`), so what the server reports is what scoring the sequence directly gives. The
+(`models.scoring.token_nll`), so what the server reports is what scoring the sequence directly gives. The
 first token has no prediction: null, as the API defines.
 """
 
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from babelscope.eval.perplexity import token_nll
+from babelscope.models.contexts import pad_right
+from babelscope.models.scoring import token_nll
 
 
 @dataclass
@@ -32,12 +33,7 @@ def score(model, sequences: list[list[int]], top_n: int = 0, pad_id: int = 0, ba
     out: list[Scored] = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start:start + batch_size]
-        T = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), T), pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(chunk), T), dtype=torch.bool, device=device)
-        for i, s in enumerate(chunk):
-            ids[i, :len(s)] = torch.tensor(s, device=device)
-            mask[i, :len(s)] = True
+        ids, mask = (t.to(device) for t in pad_right(chunk, pad_id))
         logits = model(input_ids=ids, attention_mask=mask.long()).logits
         chosen = (-token_nll(logits, ids, mask)).cpu()
         if top_n:
