@@ -98,6 +98,8 @@ def test_tiny_model_learns(corpus, tokenizer_dir, tmp_path):
 
     model, tok = load_model(run / "final")
     assert model.config.vocab_size >= len(tok)
+    # the tokenizer was trained with the default 512; the saved one says the model's context
+    assert tok.model_max_length == model.config.max_position_embeddings == 64
 
 
 def _run_until_killed(cmd: list[str], run: Path, kill_after_step: int) -> None:

@@ -193,3 +193,22 @@ def test_missing_input_and_bad_shard(nllb_dir, tmp_path, capsys):
     assert run_cli("translate", "--model", nllb_dir, "--shard", "3/3", tmp_path / "x.jsonl", tmp_path / "o.jsonl") == 2
     assert "expected i/N" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_translate_with_ref_scores_as_it_goes(tmp_path, nllb_dir, stories, english):
+    """`translate --ref` writes OUT.scores.json whose numbers are sacrebleu's on the output it wrote."""
+    import sacrebleu
+
+    ref = tmp_path / "ar.jsonl"  # the Arabic side, in the English file's order
+    ref.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in stories if r["lang"] == "ar"))
+    out = tmp_path / "out.jsonl"
+    assert run_cli("translate", "--model", nllb_dir, "--beam-size", "1", "--max-length", "8", "--threads", "1",
+                   "--chunk", "5", "--ct2-cache", tmp_path / "ct2", "--ref", ref, english, out) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    refs = [json.loads(line)["text"] for line in ref.read_text().splitlines()]
+    scores = json.loads((tmp_path / "out.jsonl.scores.json").read_text())
+    (row,) = scores["rows"]
+    assert row["pair"] == "en-ar" and row["segments"] == len(rows) == len(refs)
+    hyps = [r["text"] for r in sorted(rows, key=lambda r: r["source_index"])]
+    assert row["chrf++"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score, abs=1e-9)
+    assert row["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)

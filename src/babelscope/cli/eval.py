@@ -10,10 +10,17 @@ from babelscope.cli._common import command, group
 
 if TYPE_CHECKING:
     from babelscope.eval.settings import JudgeConfig, MarksConfig, PerplexityConfig
+    from babelscope.eval.translation import TranslationEvalConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ev = group(sub, "eval", "Evaluate models: perplexity, LLM judge, translation marks.")
+    ev = group(sub, "eval", "Evaluate models: perplexity, LLM judge, translation marks and quality.")
+    command(ev, "translation", run_translation, "Score translations against references: BLEU, chrF++, COMET.",
+            description="sacrebleu's corpus BLEU and chrF++ per corpus and language pair (printed with sacrebleu's "
+                        "signatures), and COMET from a local model directory with --comet. A translation is "
+                        "paired with its reference by --key, else by source_index (what `translate` writes), else "
+                        "by a unique id, else line by line.",
+            settings="babelscope.eval.translation:TranslationEvalConfig")
     command(ev, "perplexity", run_perplexity, "Perplexity and bits per byte of a model, per document label.",
             settings="babelscope.eval.settings:PerplexityConfig")
     command(ev, "judge", run_judge, "Score story completions with an LLM judge (grammar, creativity, consistency).",
@@ -28,6 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "dialogue tags after vs before the quote, and distinct-1/2/3. Or score existing texts "
                         "with --texts. DIR gets generations.jsonl (resumable) and marks.csv.",
             settings="babelscope.eval.settings:MarksConfig")
+
+
+def run_translation(cfg: TranslationEvalConfig) -> int:
+    from babelscope.eval.tables import format_table
+    from babelscope.eval.translation import COLUMNS, evaluate
+    from babelscope.files import write_json_atomic
+
+    result = evaluate(cfg)
+    print(format_table(result["rows"], COLUMNS + (["comet"] if cfg.comet else []), digits=2))
+    for name, sig in result["signatures"].items():
+        print(f"{name}: {sig}")
+    if cfg.out:
+        write_json_atomic(cfg.out, result)
+    return 0
 
 
 def run_perplexity(cfg: PerplexityConfig) -> int:

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -300,6 +300,10 @@ class TranslateJob(Settings):
     compute_type: str = opt("int8", "ctranslate2: int8 (CPU default), int8_float16, float16, float32, ...")
     threads: int = opt(0, "ctranslate2 threads (0: all cores)", ge=0)
     ct2_cache: str | None = opt(None, "where converted models are kept (default $BABELSCOPE_CACHE/ct2)")
+    ref: str | None = opt(None, "reference translations: BLEU and chrF++ shown as chunks are written, and the "
+                                "final scores written to OUT.scores.json", metavar="FILE")
+    ref_key: str | None = opt(None, "field pairing an output record with its reference (default: source_index, "
+                                    "the input order)", metavar="FIELD")
 
     def backend_options(self) -> dict:
         """The options `load_backend` takes."""
@@ -382,11 +386,13 @@ class TranslateStats:
         return self.sentences / self.seconds if self.seconds else 0.0
 
 
-def translate_corpus(backend: Backend, job: TranslateJob) -> TranslateStats:
+def translate_corpus(backend: Backend, job: TranslateJob,
+                     on_chunk: Callable[[list[dict]], dict[str, float]] | None = None) -> TranslateStats:
     """Translate this shard of `job.inputs` into `job.out`, resuming what an earlier run wrote.
 
     The output file (and its manifest) is created only when the first record is ready, so a run that fails
-    before any work leaves nothing behind.
+    before any work leaves nothing behind. `on_chunk(records)` sees each chunk of records written and returns
+    numbers for the progress bar (`translate --ref` scores as it goes).
     """
     out = Path(job.out)
     _check_resume(job, out)
@@ -407,11 +413,14 @@ def translate_corpus(backend: Backend, job: TranslateJob) -> TranslateStats:
             if journal is None:
                 write_json_atomic(_manifest_path(out), manifest("translate", _job_args(job)))
                 journal = Journal(out, key=lambda r: r["source_index"])
-            pos = 0
+            pos, written = 0, []
             for (index, record), us in zip(chunk, units, strict=True):
                 text = join_units(us, translations[pos:pos + len(us)])
                 pos += len(us)
-                journal.append(translated_record(record, index, text, job.src, job.tgt))
+                written.append(translated_record(record, index, text, job.src, job.tgt))
+                journal.append(written[-1])
+            if on_chunk is not None:
+                bar.set_postfix({k: f"{v:.1f}" for k, v in on_chunk(written).items()})
             n_records += len(chunk)
             stats.written += len(chunk)
             stats.sentences += len(flat)

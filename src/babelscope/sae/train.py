@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -42,6 +43,7 @@ from babelscope.sae.relu import ReLUTrainer
 from babelscope.sae.topk import TopKTrainer
 from babelscope.sae.trainable import TrainableSAE
 from babelscope.settings import Settings, opt
+from babelscope.train.tracking import Tracker
 
 CHECKPOINT = "checkpoint.pt"
 STUDY_B_LRS = (1e-4, 2e-4, 5e-4, 1e-3)
@@ -78,6 +80,8 @@ class TrainConfig(Settings):
     checkpoint_every: int | None = opt(None, "steps between checkpoints (default: a twentieth of the run)", gt=0)
     log_every: int = opt(100, "steps between logged losses", gt=0)
     text_field: str = opt("text", "the record field holding the text")
+    report_to: list[str] = opt(help="also log to: tensorboard (event files in OUT/tensorboard) or none",
+                               default_factory=list, metavar="TRACKER")
     extra: dict[str, Any] = opt(help="anything else worth keeping in training.json", default_factory=dict, cli=False)
 
     def __post_init__(self) -> None:
@@ -196,7 +200,8 @@ def make_trainer(cfg: SAEConfig, tcfg: TrainConfig, device: str | torch.device) 
 
 
 def _fingerprint(tcfg: TrainConfig, sae_cfg: SAEConfig) -> dict[str, Any]:
-    keep = {k: v for k, v in tcfg.to_dict().items() if k not in ("checkpoint_every", "log_every", "extra")}
+    keep = {k: v for k, v in tcfg.to_dict().items()
+            if k not in ("checkpoint_every", "log_every", "extra", "report_to")}
     return {"train": keep, "hook": sae_cfg.hook_name, "d_in": sae_cfg.d_in, "d_sae": sae_cfg.d_sae}
 
 
@@ -283,6 +288,7 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         with atomic_path(ckpt) as tmp:
             torch.save(state, tmp)
 
+    tracker = Tracker(out, tcfg.report_to, step) if out is not None and rank == 0 else Tracker("", [])
     bar = progress(total=steps * tcfg.batch_size, initial=step * tcfg.batch_size,
                    desc=f"sae {sae_cfg.arch} x{len(lrs)} lr", unit="act", unit_scale=True)
     mse_acc = torch.zeros(len(lrs), device=device)
@@ -309,6 +315,7 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
             mses = (mse_acc / n).tolist()
             mse_acc.zero_()
             history.append({"step": step, "mse": mses})
+            tracker.log(step, {_tag("train/mse", lr, lrs): m for lr, m in zip(lrs, mses, strict=True)})
             bar.set_postfix(mse=f"{min(mses):.4g}")
         if callback is not None:
             callback(step, {"step": step, "steps": steps})
@@ -329,6 +336,9 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         m["steps"] = step
         m["train_tokens"] = step * tcfg.batch_size
         grid.append({"lr": lr, **m})
+    for g in grid:
+        tracker.log(step, {_tag(f"eval/{k}", g["lr"], lrs): g.get(k) for k in ("mse", "fve", "l0", "dead_fraction")})
+    tracker.close()
     key = "mse" if len(val) else "dead_train_fraction"
     best = min(range(len(lrs)), key=lambda i: (grid[i].get(key, math.inf), i))
     rate = step * tcfg.batch_size / t_train if t_train else 0.0
@@ -345,6 +355,11 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
     return TrainResult(saes[best], grid[best], grid, out, saes)
+
+
+def _tag(name: str, lr: float, lrs: Sequence[float]) -> str:
+    """A tracker tag, per learning rate when a grid is trained."""
+    return f"{name}/lr_{lr:g}" if len(lrs) > 1 else name
 
 
 def _finished(out: Path, fp: dict[str, Any], n_lrs: int) -> TrainResult | None:
@@ -374,6 +389,14 @@ def _record_source(data: Sequence[str | Path] | Iterable[dict] | Callable[[], It
             raise UserError("corpus is empty (no records)")
         return lambda: iter(records)
     raise UserError("data must be corpus paths, a list of records or a callable returning records")
+
+
+def _dataset_path(data: Any) -> str:
+    """Where the training text lies, for the SAE's metadata: the file, the folder of several files, or ""."""
+    if not (isinstance(data, list | tuple) and data and all(isinstance(p, str | Path) for p in data)):
+        return ""
+    paths = [Path(p).resolve() for p in data]
+    return str(paths[0]) if len(paths) == 1 else os.path.commonpath(paths)
 
 
 def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = None, *,
@@ -408,7 +431,7 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     sae_cfg = SAEConfig(arch=tcfg.arch, d_in=d_in, d_sae=tcfg.d_sae or tcfg.expansion * d_in,
                         k=tcfg.k if tcfg.arch == "topk" else None, hook_name=hook, model=model_name,
                         normalize=tcfg.normalize, context_size=tcfg.context_size,
-                        extra={"positions": str(positions), "seed": tcfg.seed})
+                        extra={"positions": str(positions), "seed": tcfg.seed, "dataset_path": _dataset_path(data)})
     records = _record_source(data, tcfg.text_field)
     describe = {"model": model_name, "hook": hook, "positions": str(positions), "context_size": tcfg.context_size,
                 "seed": tcfg.seed}

@@ -47,6 +47,9 @@ def save_checkpoint(path: str | Path, model, tokenizer, state: dict[str, Any], i
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context:  # the tokenizer saved with a model says the model's context, not the tokenizer's default
+        tokenizer.model_max_length = int(context)
     tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE)
     (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n")

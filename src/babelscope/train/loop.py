@@ -29,6 +29,7 @@ from babelscope.train.checkpoint import (
 )
 from babelscope.train.data import Shards, WindowSampler, batch, build_shards, windows
 from babelscope.train.metrics import MetricsLog, plot_losses
+from babelscope.train.tracking import Tracker
 
 # Settings that shape the trajectory: a resumed run must use the ones it started with.
 _RESUME_KEYS = ("preset", "data", "val_data", "context", "batch_size", "grad_accum", "lr", "schedule", "warmup",
@@ -80,6 +81,8 @@ class TrainConfig(Settings):
     compile: bool = opt(False, "torch.compile the model (GPU)")
     cache_dir: str | None = opt(None, "where token shards are kept (default $BABELSCOPE_CACHE/tokens or "
                                       "~/.cache/babelscope/tokens)")
+    report_to: list[str] = opt(help="also log to: tensorboard (event files in OUT/tensorboard) or none",
+                               default_factory=list, metavar="TRACKER")
 
 
 def log_spaced(total: int, n: int, first: float) -> list[int]:
@@ -282,7 +285,8 @@ def train(cfg: TrainConfig) -> Path:
         model = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None)
     autocast = _autocast(cfg, device)
 
-    log = MetricsLog(out / "metrics.csv")
+    tracker = Tracker(out, cfg.report_to, run.step if resume_from else 0) if d.main else None
+    log = MetricsLog(out / "metrics.csv", tracker)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         if resume_from:
@@ -345,6 +349,7 @@ def train(cfg: TrainConfig) -> Path:
     save(out / "final", "final", train_loss, val_loss)
     if d.main:
         plot_losses(out / "metrics.csv", out / "loss.png")
+        log.close()
     dist.shutdown(d)
     return out / "final"
 

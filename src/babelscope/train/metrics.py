@@ -10,11 +10,18 @@ from babelscope.files import atomic_path
 COLUMNS = ["step", "tokens", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "elapsed_s"]
 
 
-class MetricsLog:
-    """Append-only CSV; `resume_at(step)` drops rows a killed run wrote after its last checkpoint."""
+# metrics.csv columns -> tracker tags, as the HF Trainer names them
+TAGS = {"train_loss": "train/loss", "val_loss": "eval/loss", "lr": "train/learning_rate",
+        "grad_norm": "train/grad_norm", "tokens_per_s": "train/tokens_per_second", "tokens": "train/tokens_seen"}
 
-    def __init__(self, path: str | Path):
+
+class MetricsLog:
+    """Append-only CSV; `resume_at(step)` drops rows a killed run wrote after its last checkpoint. Rows also go
+    to `tracker` (`train.tracking.Tracker`: TensorBoard) when one is given."""
+
+    def __init__(self, path: str | Path, tracker=None):
         self.path = Path(path)
+        self.tracker = tracker
 
     def resume_at(self, step: int) -> None:
         rows = self.read()
@@ -34,6 +41,12 @@ class MetricsLog:
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, COLUMNS).writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        if self.tracker is not None:
+            self.tracker.log(int(row["step"]), {tag: row.get(k) for k, tag in TAGS.items()})
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
 
     def read(self) -> list[dict]:
         if not self.path.exists():
