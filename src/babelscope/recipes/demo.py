@@ -141,9 +141,11 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
     import pyarrow.parquet as pq
     from transformers import AutoConfig
 
+    from babelscope.analysis.name_bias import findings_lines, name_bias_findings
     from babelscope.analysis.store import StoreConfig, build_store
-    from babelscope.analysis.tsea import analyze_tsea
+    from babelscope.analysis.tsea import TseaConfig, analyze_tsea
     from babelscope.report.dashboard import build_site, load_for_site, read_tsea
+    from babelscope.report.tsea import FIGURES, tsea_figures
     from babelscope.sae import train_sae
 
     result = {}
@@ -159,12 +161,16 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
                       l1=cfg.sae_l1, lrs=[cfg.sae_lr], batch_size=256, buffer_size=1 << 15, positions="all",
                       normalize="scale", context_size=cfg.context, seed=cfg.seed, device=cfg.device)
         if not (tsea_dir / "meta.json").exists():
-            _log(f"{name}: token set enrichment (English names, Arabic names, names before punctuation)")
-            analyze_tsea(model_dir, sae_dir, ["english_names", "arabic_names", "name_then_punct"], tsea_dir,
-                         data=[paths["translated"], paths["native"]], pair=("arabic_names", "english_names"),
-                         device=cfg.device)
+            _log(f"{name}: token set enrichment (English names, Arabic names, names before punctuation) against "
+                 "null directions")
+            analyze_tsea(TseaConfig(model=str(model_dir), sae=str(sae_dir),
+                                    sets=["english_names", "arabic_names", "name_then_punct"], out=str(tsea_dir),
+                                    data=[str(paths["translated"]), str(paths["native"])],
+                                    scatter="arabic_names,english_names", device=cfg.device))
+        if not (tsea_dir / FIGURES).exists():
+            tsea_figures(tsea_dir)
         meta = json.loads((tsea_dir / "meta.json").read_text())
-        null = meta["null"]["beyond_threshold"]
+        primary = meta["null"]["families"][meta["null"]["primary"]]["threshold_count"]
         table = pq.read_table(tsea_dir / "tsea.parquet").to_pydict()
         score = {s: np.array([v for v, t in zip(table["log_score"], table["set"], strict=True) if t == s])
                  for s in ("english_names", "arabic_names")}
@@ -185,15 +191,22 @@ def inspect(cfg: DemoConfig, out: Path, paths: dict[str, Path], models: dict[str
                        features=sorted({int(f) for f in pick} & alive), source=str(model_dir))
         result[name] = {"hook": hook, "features": len(gap), "english_biased": len(english),
                         "arabic_biased": len(arabic), "threshold": threshold,
-                        "random_directions": {"english_biased": null["above"], "arabic_biased": null["below"]},
+                        "null": meta["null"]["primary"],
+                        "random_directions": {"english_biased": primary["english_names"]["mean"],
+                                              "arabic_biased": primary["arabic_names"]["mean"]},
                         "top_english": [int(f) for f in english[np.argsort(-gap[english])][:5]]}
     print("\nSAE features whose enrichment for English names exceeds Arabic names by > 2 (log scale), and back;"
-          "\nin brackets, the same count for as many random directions (what the unembedding alone gives)")
+          "\nin brackets, the mean count over the seeds of the first null family (directions that learned nothing)")
     for name, r in result.items():
         rnd = r["random_directions"]
-        print(f"  {name:<5} {r['english_biased']:>4} ({rnd['english_biased']:>4}) English-biased   "
-              f"{r['arabic_biased']:>4} ({rnd['arabic_biased']:>4}) Arabic-biased   of {r['features']} features "
-              f"({r['hook']})")
+        print(f"  {name:<5} {r['english_biased']:>4} ({rnd['english_biased']:>6.1f}) English-biased   "
+              f"{r['arabic_biased']:>4} ({rnd['arabic_biased']:>6.1f}) Arabic-biased   of {r['features']} features "
+              f"({r['hook']}; null: {r['null']})")
+    findings = name_bias_findings({name: out / "tsea" / name for name in models})
+    print("\nthe calibrated test (each feature's gap against each null family's, Benjamini-Hochberg):")
+    for line in findings_lines(findings):
+        print(f"  {line}")
+    result["findings"] = findings
     return result
 
 

@@ -77,7 +77,8 @@ def svg_histogram(counts: Sequence[float], lo: float, hi: float, *, width: int =
 
 
 def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
-    """{"sets": [...], "score": [F, S], "q": [F, S]} from an `analyze tsea` output directory (None if none)."""
+    """{"sets": [...], "score": [F, S], "q": [F, S]} from an `analyze tsea` output directory (None if none);
+    q is the KS q-value (a set's logits vs the rest's), not the calibrated test against null directions."""
     if tsea_dir is None:
         return None
     import pyarrow.parquet as pq
@@ -94,7 +95,8 @@ def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
     q = np.full((F, len(sets)), np.nan)
     col = np.array([sets.index(s) for s in names], dtype=np.int64)
     score[feature, col] = t.column("score").to_numpy(zero_copy_only=False)
-    q[feature, col] = t.column("q_value").to_numpy(zero_copy_only=False)
+    q_name = "ks_q_value" if "ks_q_value" in t.column_names else "q_value"  # older outputs: q_value
+    q[feature, col] = t.column(q_name).to_numpy(zero_copy_only=False)
     return {"sets": sets, "score": score, "q": q}
 
 
@@ -307,11 +309,14 @@ class Dashboard:
 
 
 def figure_html(title: str, png: bytes, *, note: str = "", table: dict | None = None,
-                feature_href: str | None = None, index_href: str | None = None) -> str:
-    """An offline HTML page around a PNG figure (embedded) and an optional table of features."""
+                feature_href: str | None = None, index_href: str | None = None,
+                summary: dict | None = None, more: Sequence[tuple[str, bytes]] = ()) -> str:
+    """An offline HTML page around a PNG figure (embedded), an optional summary table (plain cells) before it,
+    more captioned PNGs after it, and an optional table of features (first cell linked with `feature_href`)."""
     return _env().get_template("figure.html.j2").render(
         title=title, png_b64=base64.b64encode(png).decode("ascii"), note=note, table=table,
-        feature_href=feature_href, index_href=index_href)
+        feature_href=feature_href, index_href=index_href, summary=summary,
+        more=[(c, base64.b64encode(b).decode("ascii")) for c, b in more])
 
 
 @dataclass(kw_only=True)
