@@ -38,8 +38,8 @@ class BilingualRecipe:
     sae_tokens: int = 40_000
     store_tokens: int = 10_000
     # The study's 0.1 links a third of random token pairs in a 32-dim embedding (see analysis/entropy.py);
-    # "auto" picks the cosine that 1% of random pairs exceed, which is what 0.1 means in a wide model.
-    sim_threshold: float | str = "auto"
+    # "zmatch" gives it the z-score it has at the study's width: 0.1 x sqrt(3072 / d).
+    sim_threshold: float | str = "zmatch"
     inject_share: float = 1 / 8  # features injected per type, as a share of the latents (the study: 1000 of 32768)
     inject_alpha: float = 0.1
     inject_docs: int = 100
@@ -175,14 +175,18 @@ def _train_run(out: Path, r: BilingualRecipe, log) -> tuple[Path, list[Path]]:
 def _report(rows: list[dict], layer: int, mid: str, n: int, alpha: float, table: str) -> str:
     lines = ["# Bilingual study (storyworld)", "",
              f"Per checkpoint at layer {layer} (the middle layer): mixed-language share (tau 0.9; 0.8-0.95) and "
-             "mean monosemanticity (all live features / without single-token ones).", "",
+             "mean monosemanticity (features with enough activations / without single-token ones).", "",
              "| checkpoint | tokens | mixed | mixed 0.8-0.95 | R_mono | R_mono multi | live |", "|---|---|---|---|---|---|---|"]
     for x in sorted((x for x in rows if x["layer"] == layer), key=lambda x: x["train_tokens"]):
         lines.append(f"| {x['checkpoint']} | {x['train_tokens']:,} | {x['mixed_share']:.3f} | "
                      f"{x['mixed_share_t080']:.3f}-{x['mixed_share_t095']:.3f} | {x['mean_r_mono']:.3f} | "
                      f"{x['mean_r_mono_multi']:.3f} | {x['n_alive']} |")
     link = rows[0].get("pair_link_rate", float("nan"))
-    lines += ["", f"Semantic clusters: cosine > {rows[0]['sim_threshold']:.3f} (random token pairs linked: "
-              f"{link:.1%}), embeddings of the final model.",
+    lines += ["", f"Semantic clusters: cosine > {rows[0]['sim_threshold']:.3f} "
+              f"({rows[0].get('sim_threshold_note', 'fixed')}; random token pairs linked: {link:.1%}), embeddings of "
+              "the final model.",
+              f"Features with fewer than {rows[0].get('min_activations', 10)} activating occurrences are "
+              f"'insufficient' and left out of shares and means ({rows[0].get('n_insufficient', 0)} of "
+              f"{rows[0]['n_alive']} live features in the first cell).",
               "", f"Injection into {mid} (n = {n} features per type, alpha = {alpha}, raw space):", "", table]
     return "\n".join(lines) + "\n"
