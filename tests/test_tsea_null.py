@@ -63,6 +63,11 @@ def test_covariance_and_activation_families_follow_the_data():
     centred = acts - acts.mean(dim=0)
     unit = centred / centred.norm(dim=1, keepdim=True)
     assert ((real @ unit.T).max(dim=1).values > 1 - 1e-5).all()  # every row is a centred activation vector
+    assert len({tuple(r) for r in real.numpy().round(5)}) == 50  # drawn without replacement
+    other = null_directions("activations", 50, 12, 1, activations=acts)
+    assert not torch.equal(real, other)  # another seed, another subset
+    with pytest.raises(UserError, match="more activation vectors"):
+        null_directions("activations", 2000, 12, 0, activations=acts)
     with pytest.raises(UserError, match="needs activations"):
         null_directions("covariance", 4, 12, 0)
     with pytest.raises(UserError, match="unknown null family"):

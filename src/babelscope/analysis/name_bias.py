@@ -63,6 +63,8 @@ def model_findings(meta: dict, *, english: str = "english_names", arabic: str = 
                 f"Arabic-biased ({alo:.0f}-{ahi:.0f}) of {en['of']} features at q < {r['level']:g}; the study's "
                 f"count {threshold_count['english']} English-biased vs "
                 + (f"{nt['mean']:.0f} ± {nt['sd']:.0f} for null directions" if nt else "no null count")
+                + (f" (at least {r['min_detectable']} features together could reach q < {r['level']:g})"
+                   if en["count"] == 0 and r["min_detectable"] > 1 else "")
                 + f": {verdict}")
         out["families"][family] = {
             "english": en, "arabic": ar, "null_threshold_count": null_t, "min_detectable": r["min_detectable"],

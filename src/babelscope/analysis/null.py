@@ -102,8 +102,11 @@ def null_directions(family: str, n: int, d: int, seed: int, *, activations: torc
             cov = centred.T @ centred / (len(centred) - 1)
             vals, vecs = np.linalg.eigh(cov)
             x = (rng.standard_normal((n, d)) * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
-        else:
-            x = centred[rng.choice(len(centred), n, replace=n > len(centred))]
+        else:  # without replacement when there are enough vectors, so that seeds draw different subsets
+            if n >= len(centred):
+                raise UserError(f"the 'activations' null needs more activation vectors ({len(centred)}) than "
+                                f"directions per seed ({n}); read more tokens (--null-tokens)")
+            x = centred[rng.choice(len(centred), n, replace=False)]
     else:  # pragma: no cover
         raise AssertionError(family)
     norms = np.linalg.norm(x, axis=1, keepdims=True)

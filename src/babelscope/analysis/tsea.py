@@ -276,8 +276,9 @@ class TseaConfig(Settings):
     null_seeds: int = opt(8, "seeds per null family (0..N-1), pooled for the test and reported as mean and spread",
                           ge=1)
     null_directions: int | None = opt(None, "directions per null seed (default: as many as features)", gt=0)
-    null_tokens: int = opt(4096, "activation vectors read from --data for the covariance and activations nulls",
-                           ge=2)
+    null_tokens: int = opt(32768, "activation vectors read from --data for the covariance and activations nulls "
+                                  "(each seed of the activations null draws its directions from them without "
+                                  "replacement, so keep it above --null-directions)", ge=2)
     level: float = opt(0.05, "false discovery rate of the calibrated test (Benjamini-Hochberg across features)",
                        gt=0, le=0.5)
     context: int = opt(128, "tokens per context when reading activations for the nulls", gt=1)
