@@ -233,7 +233,7 @@ def marks(cfg: DemoConfig, out: Path, models: dict[str, Path]) -> dict:
     print("\ntranslation marks in generated stories (English-origin name share, tags after the quote)")
     for name, r in rows.items():
         print(f"  {name:<5} names {r['names_english']:>3} English / {r['names_arabic']:>3} Arabic "
-              f"(share {r['english_name_share']:.2f})   tags {r['tags_after']:>3} after / {r['tags_before']:>3} "
+              f"(share {r['english_name_share']:.2f}; {r.get('names_ambiguous', 0)} ambiguous)   tags {r['tags_after']:>3} after / {r['tags_before']:>3} "
               f"before (share {r['tag_after_share']:.2f})   distinct-2 {r['distinct_2']:.2f}")
     return rows
 
