@@ -65,7 +65,7 @@ def model_findings(meta: dict, *, english: str = "english_names", arabic: str = 
                 + (f"{nt['mean']:.0f} ± {nt['sd']:.0f} for null directions" if nt else "no null count")
                 + (f" (at least {r['min_detectable']} features together could reach q < {r['level']:g})"
                    if en["count"] == 0 and r["min_detectable"] > 1 else "")
-                + f": {verdict}")
+                + f"; '{name} has English-name-biased features beyond this null': {verdict}")
         out["families"][family] = {
             "english": en, "arabic": ar, "null_threshold_count": null_t, "min_detectable": r["min_detectable"],
             "null_flagged": (r.get("null_flagged") or {}).get("mean"), "verdict": verdict, "line": line}
