@@ -11,10 +11,11 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from babelscope.cli._common import command, group, number
+from babelscope.cli._common import command, group
 
 if TYPE_CHECKING:
     from babelscope.analysis.store import FeaturesConfig
+    from babelscope.analysis.tsea import TseaConfig
 
 
 def analyze_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -31,8 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "features/attributions/examples/contexts.parquet + meta.json.",
             settings="babelscope.analysis.store:FeaturesConfig")
 
-    from babelscope.analysis.tsea import TseaConfig
-
     command(cmds, "tsea", run_tsea, "Token set enrichment of every feature's logit weights, against null directions.",
             description="Score token sets (English/Arabic names, name_then_punct, FILE.txt, re:PATTERN) for every "
                         "feature (signed GSEA running-sum score); for a pair of sets test each feature's gap against "
@@ -40,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Benjamini-Hochberg across features, counts with intervals). Writes tsea.parquet/.csv, "
                         "calibrated.parquet, null.parquet, sets.json, meta.json, and the scatter, gap histogram and "
                         "Manhattan plots (PNG + HTML).",
-            settings=TseaConfig)
+            settings="babelscope.analysis.tsea:TseaConfig")
 
 
 def run_features(cfg: FeaturesConfig) -> int:
@@ -54,7 +53,7 @@ def run_features(cfg: FeaturesConfig) -> int:
     return 0
 
 
-def run_tsea(cfg) -> int:
+def run_tsea(cfg: TseaConfig) -> int:
     from babelscope.analysis.tsea import analyze_tsea
     from babelscope.report.tsea import tsea_figures
 
