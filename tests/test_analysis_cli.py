@@ -85,8 +85,18 @@ def test_analyze_tsea_and_dashboard_from_the_cli(saved, tiny_model_dir, tmp_path
     assert set(meta["empty_sets"]) <= {"arabic_names", "name_then_punct"}
     sets = {s["name"]: s for s in json.loads((out / "sets.json").read_text())["sets"]}
     assert sets["english_names"]["n_covered"] >= 1 and "rule" in sets["name_then_punct"]
+    assert "null_skipped" in meta  # an empty set of the pair: no null to test against, and it says so
     t = pq.read_table(out / "tsea.parquet").to_pydict()
     assert len(t["feature"]) == 32 * 5
+    # a pair of covered sets: every feature tested against two null families, one of them built from --data
+    nulled = saved / "tsea_null"
+    _run(["analyze", "tsea", "--model", str(tiny_model_dir), "--sae", str(saved / "sae"), "--sets", "english_names",
+          "re:^ [a-z]+$", "--data", str(saved / "corpus.jsonl"), "--out", str(nulled), "--null", "untrained",
+          "covariance", "--null-seeds", "2", "--null-tokens", "300", "--device", "cpu"])
+    null = json.loads((nulled / "meta.json").read_text())["null"]
+    assert null["order"] == ["untrained", "covariance"] and null["families"]["covariance"]["activation_vectors"] == 300
+    assert len(pq.read_table(nulled / "calibrated.parquet")) == 32 * 2
+    assert (nulled / "gap_null.png").exists() and (nulled / "figures.json").exists()
     site = saved / "site"
     _run(["dashboard", "--features", str(saved / "features"), "--out", str(site), "--tsea", str(out),
           "--limit", "5", "--device", "cpu"])

@@ -77,7 +77,7 @@ def test_ks_pvalue_known_values_and_calibration():
     # Under the null (random sets, random logits) about 5% of p-values fall below 0.05.
     rng = np.random.default_rng(3)
     out = tsea([torch.tensor(rng.normal(size=(3000, 400)), dtype=torch.float32)], [rng.choice(400, 30, replace=False)])
-    frac = (out["p_value"] < 0.05).mean()
+    frac = (out["ks_p_value"] < 0.05).mean()
     assert 0.025 < frac < 0.075
     # A set at the very top of a ranking is significant.
     assert ks_pvalue(1.0, 30, 370) < 1e-10

@@ -9,16 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from babelscope.analysis.entropy import (
-    calibrated_threshold,
     cluster_tokens,
     entropy,
     feature_entropies,
     monosemanticity,
     pair_link_rate,
+    resolve_threshold,
     semantic_entropy,
+    zmatch_threshold,
 )
 from babelscope.analysis.languages import (
     classify,
+    classify_counts,
     feature_measures,
     language_counts,
     language_shares,
@@ -91,8 +93,35 @@ def test_link_rate_shows_the_threshold_depends_on_dimension():
     low, high = rng.normal(size=(500, 16)), rng.normal(size=(500, 1024))
     assert pair_link_rate(low, 0.1) > 0.3  # 0.1 is under half a standard deviation in 16 dimensions
     assert pair_link_rate(high, 0.1) < 0.01
-    t = calibrated_threshold(low, 0.01)
-    assert pair_link_rate(low, t) == pytest.approx(0.01, abs=0.005)
+
+
+def test_zmatch_gives_the_studys_threshold_its_z_score():
+    assert zmatch_threshold(3072) == pytest.approx(0.1)
+    assert zmatch_threshold(768) == pytest.approx(0.2) and zmatch_threshold(48) == pytest.approx(0.8)
+    # the same z-score means about the same (tiny) link rate for random embeddings of any width
+    rng = np.random.default_rng(0)
+    for d in (64, 256, 1024):
+        e = rng.normal(size=(400, d))
+        assert pair_link_rate(e, zmatch_threshold(d), n_pairs=50_000) < 1e-3
+        assert pair_link_rate(e, 0.1, n_pairs=50_000) > (0.01 if d <= 256 else 0.0)
+    value, rule, note = resolve_threshold("zmatch", 192)
+    assert value == pytest.approx(0.4) and rule == "zmatch" and "sqrt(3072 / 192)" in note
+    assert resolve_threshold("study", 32)[:2] == (0.1, "study") and resolve_threshold(0.1, 32)[1] == "study"
+    assert resolve_threshold("0.3", 32)[:2] == (0.3, "fixed")
+    with pytest.raises(UserError, match="replaced by 'zmatch'"):
+        resolve_threshold("auto", 32)
+
+
+@pytest.mark.parametrize("n, expected", [(1, "insufficient"), (2, "insufficient"), (3, "insufficient"),
+                                         (5, "insufficient"), (9, "insufficient"), (40, "mixed")])
+def test_features_with_few_activations_are_insufficient(n, expected):
+    # A feature whose activations split 50/50 between the languages: with 1-5 draws it often looks monolingual
+    # (1 of 1 is 100% Arabic), so below the minimum it is labelled, not classified.
+    ar = (n + 1) // 2 if n > 1 else 1
+    counts = np.array([[ar, n - ar]])
+    assert classify_counts(counts, LABELS, 0.9)[0] == expected
+    assert classify_counts(counts, LABELS, 0.9, min_activations=1)[0] in ("ar", "mixed")
+    assert classify_counts(np.array([[40, 0]]), LABELS, 0.9)[0] == "ar"
 
 
 def test_feature_entropies_hand_worked():
@@ -138,7 +167,15 @@ def test_span_length_on_a_constructed_activation_sequence():
 def test_span_length_and_summary():
     assert mean_span_length(np.array([2, 0]), np.array([6, 0]))[0] == 3.0
     assert math.isnan(mean_span_length(np.array([2, 0]), np.array([6, 0]))[1])
+    # with the default minimum of 10 activating occurrences, features 0 and 1 (4 each) are insufficient and
+    # only feature 2 (10) is classified; the summary counts them and leaves them out of shares and means
     cols = feature_measures(ATTR, FEATS, _embeddings(), LABELS, tau=0.9)
+    assert cols["class"].tolist() == ["insufficient", "insufficient", "ar"]
+    s = summarize(cols, LABELS, tau=0.9, n_features=4, min_activations=10)
+    assert (s["n_alive"], s["n_insufficient"], s["n_classified"], s["n_ar"], s["n_mixed"]) == (3, 2, 1, 1, 0)
+    assert s["mixed_share"] == 0.0 and s["mean_r_mono"] == 0.0 and s["mean_span"] == 1.0
+    # the measures themselves, every feature classified
+    cols = feature_measures(ATTR, FEATS, _embeddings(), LABELS, tau=0.9, min_activations=1)
     assert cols["class"].tolist() == ["en", "mixed", "ar"]
     assert cols["mean_span"].tolist() == [1.0, 3.0, 1.0]
     assert cols["p_en"].tolist() == [1.0, 0.5, 0.1]
@@ -168,11 +205,16 @@ def test_measures_from_a_store_and_the_cli(tmp_path):
 
     store = _write_store(tmp_path / "store")
     np.save(tmp_path / "emb.npy", _embeddings())
-    _, summary = measures_from_store(store, embeddings=tmp_path / "emb.npy")
-    assert summary["layer"] == 1 and summary["n_mixed"] == 1
+    _, summary = measures_from_store(store, embeddings=tmp_path / "emb.npy", min_activations=1)
+    assert summary["layer"] == 1 and summary["n_mixed"] == 1 and summary["n_insufficient"] == 0
+    assert summary["sim_threshold_rule"] == "study" and summary["sim_threshold"] == 0.1
+    _, summary = measures_from_store(store, embeddings=tmp_path / "emb.npy", sim_threshold="zmatch")
+    assert summary["n_insufficient"] == 2 and summary["min_activations"] == 10
+    assert summary["sim_threshold_rule"] == "zmatch" and summary["sim_threshold"] == pytest.approx(0.1 * 768**0.5)
+    assert "sqrt(3072 / 4)" in summary["sim_threshold_note"] and summary["embedding_dim"] == 4
     with pytest.raises(SystemExit) as e:
         main(["analyze", "languages", "--features", str(store), "--out", str(tmp_path / "out"),
-              "--embeddings", str(tmp_path / "emb.npy"), "--tau", "0.95"])
+              "--embeddings", str(tmp_path / "emb.npy"), "--tau", "0.95", "--min-activations", "1"])
     assert e.value.code == 0
     table = pq.read_table(tmp_path / "out" / "measures.parquet")
     assert table.column("class").to_pylist() == ["en", "mixed", "mixed"]

@@ -52,6 +52,28 @@ def test_parse_messy_answers(answer, scores):
     assert parse_scores(answer) == dict(zip((G, C, S), map(float, scores), strict=True))
 
 
+@pytest.mark.parametrize("answer, scores", [
+    ('{"grammar": 7, "grammar_comment": "3 errors", "creativity": 8, "consistency": 6}', (7, 8, 6)),
+    ('{"grammar_comment": "3 errors", "grammar": 7, "creativity": 8, "consistency": 6}', (7, 8, 6)),
+    # extra numeric keys never count; a `_score` (or " rating") suffix does, as the criterion itself
+    ('{"grammar_errors": 3, "grammar": 7, "creativity_score": 8, "consistency": 6, "consistency_notes": "keeps '
+     'the 2 cats", "creativity_rank": 1, "consistency-issues": 2}', (7, 8, 6)),
+    ('{"Grammar Score": 9, "CREATIVITY": 4, " consistency ": 5, "word_count": 120}', (9, 4, 5)),
+    ('{"scores": {"grammar": 6, "grammar_mistakes": 4, "creativity": 5, "consistency": 9}}', (6, 5, 9)),
+])
+def test_criterion_keys_match_exactly(answer, scores):
+    assert parse_scores(answer) == dict(zip((G, C, S), map(float, scores), strict=True))
+
+
+def test_a_comment_key_is_not_a_score():
+    # only comment and count keys for grammar: it is missing, not read from "grammar_comment" or "grammar_errors"
+    with pytest.raises(ParseError) as e:
+        parse_scores('{"grammar_comment": "3 errors", "grammar_errors": 3, "creativity": 8, "consistency": 6}')
+    assert e.value.missing == [G]
+    with pytest.raises(ParseError):
+        parse_scores("grammar_errors: 3, creativity: 8, consistency: 6")
+
+
 @pytest.mark.parametrize("answer, missing", [
     ("I cannot grade this story.", [G, C, S]),
     ("Grammar: 7, Creativity: 8", [S]),  # a field left out

@@ -11,7 +11,15 @@ import shutil
 import pytest
 
 from babelscope.corpus.storyworld import generate_stories
-from babelscope.eval.marks import dialogue_orders, distinct_n, find_names, find_quotes, mark_counts
+from babelscope.eval.common_words import stop_names
+from babelscope.eval.marks import (
+    dialogue_orders,
+    distinct_n,
+    find_name_mentions,
+    find_names,
+    find_quotes,
+    mark_counts,
+)
 from helpers import run_cli
 
 
@@ -23,12 +31,21 @@ def stories() -> list[dict]:
 
 
 def test_names_and_tags_match_the_labels_of_every_story(stories):
+    # Every labelled name is found, either counted or (a name that is also a common word, outside a name
+    # position) reported ambiguous; nothing else is found. (Before the stop list this test demanded that every
+    # labelled name be counted wherever it stood, which is what made common words count as names on real text.)
     assert sum(bool(r["dialogue_order"]) for r in stories) > 100
+    n_ambiguous = 0
     for r in stories:
-        found = find_names(r["text"], r["lang"])
-        assert list(found) == list(dict.fromkeys(r["names"])), r["id"]
-        assert set(found.values()) == {r["name_origin"]}
+        m = find_name_mentions(r["text"], r["lang"])
+        labels = list(dict.fromkeys(r["names"]))
+        plain = [n for n in m.names if n not in stop_names(r["lang"])]
+        assert plain == [n for n in labels if n in plain], r["id"]  # in order of appearance
+        assert set(m.names) | set(m.ambiguous) == set(labels) and not set(m.names) & set(m.ambiguous), r["id"]
+        assert set(m.names.values()) <= {r["name_origin"]}
+        n_ambiguous += len(m.ambiguous)
         assert dialogue_orders(r["text"]) == r["dialogue_order"], r["text"]
+    assert 0 < n_ambiguous < 0.1 * sum(len(set(r["names"])) for r in stories)
 
 
 @pytest.mark.parametrize("lang", ["ar", "en"])
@@ -39,9 +56,10 @@ def test_shares_equal_the_label_shares(stories, lang):
     arabic = sum(len(set(r["names"])) for r in records if r["name_origin"] == "arabic")
     after = sum(o == "after" for r in records for o in r["dialogue_order"])
     before = sum(o == "before" for r in records for o in r["dialogue_order"])
-    assert (m["names_english"], m["names_arabic"], m["tags_after"], m["tags_before"]) == \
-        (english, arabic, after, before)
-    assert m["english_name_share"] == pytest.approx(english / (english + arabic))
+    assert m["names_english"] <= english and m["names_arabic"] <= arabic
+    assert m["names_english"] + m["names_arabic"] + m["names_ambiguous"] == english + arabic
+    assert (m["tags_after"], m["tags_before"]) == (after, before)
+    assert m["english_name_share"] == pytest.approx(m["names_english"] / (m["names_english"] + m["names_arabic"]))
     assert m["tag_after_share"] == pytest.approx(after / (after + before))
     assert m["quotes_untagged"] == 0 and m["texts"] == len(records)
     if lang == "ar":  # a mix of translated and native stories: neither share is trivially 0 or 1
@@ -62,6 +80,68 @@ def test_hand_worked_examples():
         ["hi", "bye", "مرحبا"]
     # A clause ending in ':' between two quotes belongs to the second quote.
     assert dialogue_orders("«مرحبا» قالت أمه: «أهلاً»") == ["none", "before"]
+
+
+@pytest.mark.parametrize("text", [
+    "كان هناك ملك يحب نور الشمس، وكان في قلبه أمل كبير.",  # a king who loves the light of the sun ... hope
+    "كان هناك ملك يحب نور الشمس ... أمل",
+    "ركض فهد سريع في الغابة. قال الطبيب إن هذا الفطر سام.",  # a cheetah; the mushroom is poisonous
+    "رأت البنت نجمة في السماء، وكانت هالة القمر جميلة.",  # a star; the moon's halo
+    "أعطته أمه هبة صغيرة، وكان الصبر عزيز عليه.",  # a gift; dear
+    "اختارت البنت لونا أزرق لثوبها الصوفي.",  # a colour (accusative), woollen
+    "Rose petals fell on the grass.",  # sentence-initial common words are not names
+    "Grace and hope filled the room.",
+])
+def test_common_words_are_not_names(text):
+    lang = "en" if text.isascii() else "ar"
+    assert find_names(text, lang) == {}
+    assert mark_counts([text], lang)["names_english"] == mark_counts([text], lang)["names_arabic"] == 0
+
+
+def test_names_in_name_positions_and_ambiguous_words():
+    m = find_name_mentions("كان هناك ملك يحب نور الشمس ... أمل", "ar")
+    assert m.names == {} and m.ambiguous == {"ملك": "arabic", "نور": "arabic", "أمل": "arabic"}
+    # the same words where a text puts a name: after اسمها, beside a speech verb, after the vocative يا
+    text = "كانت هناك بنت اسمها نور. قالت أمل: «تعال يا ملك!» فهد قال: «لا». وكان الفطر سام."
+    m = find_name_mentions(text, "ar")
+    assert m.names == {"نور": "arabic", "أمل": "arabic", "ملك": "arabic", "فهد": "arabic"}
+    assert m.ambiguous == {"سام": "english"}
+    # diacritics do not hide a name position (يُدعى, قالَ) and a name that is no common word counts anywhere
+    assert find_names("وكان هناك ولد يُدعى سام. ثم قالَ نور شيئاً. ذهب تيم إلى البيت.", "ar") == \
+        {"سام": "english", "نور": "arabic", "تيم": "english"}
+    # once counted in a name position, a later plain use does not make it ambiguous
+    m = find_name_mentions("اسمها أمل. وكان لديها أمل كبير.", "ar")
+    assert m.names == {"أمل": "arabic"} and m.ambiguous == {}
+    en = 'Rose went home. A girl named Rose smiled. "Hi," said Grace. Then Ruby and Max ran. Her name is Lily.'
+    m = find_name_mentions(en, "en")
+    assert m.names == {"Rose": "english", "Grace": "english", "Ruby": "english", "Max": "english",
+                       "Lily": "english"}
+    assert find_name_mentions("Grace was good.", "en").ambiguous == {"Grace": "english"}
+    m = mark_counts(["كان هناك ملك يحب نور الشمس ... أمل", "ذهب تيم إلى نور البيت"], "ar")
+    assert (m["names_english"], m["names_arabic"], m["names_ambiguous"]) == (1, 0, 4)
+    assert m["ambiguous_top"].startswith("نور:2")
+
+
+def test_the_stop_list_is_names_that_are_common_words():
+    ar, en = stop_names("ar"), stop_names("en")
+    assert {"ملك", "نور", "أمل", "فهد", "سام"} <= ar and {"تيم", "سارة", "أحمد"}.isdisjoint(ar)
+    assert {"rose", "grace", "robin"} <= en and "tim" not in en
+    from babelscope.eval.marks import name_lexicon
+
+    assert ar <= set(name_lexicon("ar")) and en <= {n.lower() for n in name_lexicon("en")}
+
+
+@pytest.mark.parametrize("text, orders", [
+    ('"Hi," said Tim, "how are you?"', ["after"]),  # one quotation split by its tag
+    ('"Hi!" Tim said, "how are you?" Then he ran.', ["after"]),
+    ("«مرحبا»، قال تيم، «كيف حالك؟»", ["after"]),
+    ("«مرحبا»، قالت سارة، «هل تلعبين معي؟» ثم ضحكت.", ["after"]),
+    ("«مرحبا» قالت أمه: «أهلاً»", ["none", "before"]),  # ':' introduces the second quote
+    ('"Hi," said Tim. "How are you?" asked Sam.', ["after", "after"]),
+    ('Tim said, "Hi," and then he asked, "how are you?"', ["before", "before"]),
+])
+def test_split_quotes_by_hand(text, orders):
+    assert dialogue_orders(text) == orders
 
 
 def test_distinct_n_by_hand():

@@ -5,7 +5,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from babelscope.analysis.logits import folded_unembedding
 from babelscope.analysis.token_sets import TokenSet
 from babelscope.analysis.tsea import beyond, log_score, write_tsea
 from babelscope.models import load_model
@@ -40,50 +39,79 @@ def test_figure_html_escapes_and_embeds(tmp_path):
     assert "http://" not in html and "https://" not in html  # nothing to fetch
 
 
-def test_write_tsea_outputs_and_marks_a_planted_feature(tiny_model_dir, tmp_path):
+def _planted_model(tiny_model_dir, alpha=3.0):
+    """The tiny model with an unembedding in which one direction u promotes set A and suppresses set B."""
     model, tok = load_model(tiny_model_dir)
-    W_U, _ = folded_unembedding(model)
-    vocab = len(tok)
+    d = model.config.hidden_size
     g = torch.Generator().manual_seed(0)
-    d = torch.randn(W_U.shape[1], generator=g)
-    order = torch.argsort(W_U[:vocab] @ d, descending=True).tolist()
-    a_ids, b_ids = order[:20], order[-20:]
-    # Feature 0 writes a direction whose 20 most promoted tokens are set A and 20 most suppressed are set B: it
-    # must score +1 on A, -1 on B, and be marked in the A-vs-B scatter. The other features are random.
-    W_dec = torch.randn(12, W_U.shape[1], generator=g)
-    W_dec[0] = d
+    u = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    a_ids, b_ids = list(range(10, 40)), list(range(40, 70))
+    with torch.no_grad():
+        W = model.get_output_embeddings().weight
+        W.copy_(torch.randn(W.shape, generator=g))
+        W[a_ids] += alpha * u
+        W[b_ids] -= alpha * u
+    return model, tok, u, a_ids, b_ids
+
+
+def test_write_tsea_tables_and_the_calibrated_test_find_a_planted_feature(tiny_model_dir, tmp_path):
+    from babelscope.report.tsea import tsea_figures
+
+    model, tok, u, a_ids, b_ids = _planted_model(tiny_model_dir)
+    d = u.shape[0]
+    g = torch.Generator().manual_seed(7)
+    # Features 0-2 write (nearly) u; the other 29 are random directions.
+    W_dec = torch.nn.functional.normalize(torch.randn(32, d, generator=g), dim=1)
+    W_dec[:3] = torch.nn.functional.normalize(u + 0.05 * torch.randn(3, d, generator=g), dim=1)
     hook = f"layers.{model.config.num_hidden_layers - 1}.resid_post"
     sets = [TokenSet("set_a", a_ids, "test"), TokenSet("set_b", b_ids, "test")]
-    meta = write_tsea(model, tok, hook, W_dec, sets, tmp_path, scale="raw", threshold=1.0)
+    acts = torch.randn(500, d, generator=g)
+    meta = write_tsea(model, tok, hook, W_dec, sets, tmp_path, scale="raw", threshold=1.0, null_seeds=3,
+                      null_directions=400, activations=acts)
     t = pq.read_table(tmp_path / "tsea.parquet").to_pydict()
-    assert len(t["feature"]) == 12 * 2 and set(t["set"]) == {"set_a", "set_b"}
+    assert len(t["feature"]) == 32 * 2 and set(t["set"]) == {"set_a", "set_b"}
     score = {(f, s): v for f, s, v in zip(t["feature"], t["set"], t["score"], strict=True)}
-    assert score[(0, "set_a")] == pytest.approx(1.0) and score[(0, "set_b")] == pytest.approx(-1.0)
-    assert meta["marked"][0] == 0 and meta["scatter_pair"] == ["set_b", "set_a"]  # x = second set, y = first
+    assert score[(0, "set_a")] > 0.8 and score[(0, "set_b")] < -0.8
     np.testing.assert_allclose(t["log_score"], log_score(np.array(t["score"])))
-    assert all(0 <= q <= 1 for q in t["q_value"]) and min(t["q_value"]) < 0.05
-    for name in ("tsea.csv", "sets.json", "manhattan.png", "manhattan.html", "scatter_set_a_vs_set_b.png",
-                 "scatter_set_a_vs_set_b.html", "meta.json"):
-        assert (tmp_path / name).exists(), name
+    assert "p_value" not in t and min(t["ks_q_value"]) < 0.05 and "Nearly any direction" in meta["ks_p_value"]
+    assert meta["scatter_pair"] == ["set_b", "set_a"]  # x = second set, y = first
+    null = meta["null"]
+    assert null["order"] == ["untrained", "isotropic", "covariance", "activations"] and null["primary"] == "untrained"
+    cal = pq.read_table(tmp_path / "calibrated.parquet").to_pydict()
+    for family, r in null["families"].items():
+        assert r["seeds"] == 3 and r["null_values"] == 1200 and len(r["threshold_count"]["set_a"]["per_seed"]) == 3
+        flagged = sorted(f for f, fam, fav in zip(cal["feature"], cal["family"], cal["favours"], strict=True)
+                         if fam == family and fav == "set_a")
+        assert flagged[:3] == [0, 1, 2] and len(flagged) <= 4, (family, flagged)
+        assert r["calibrated"]["set_a"]["count"] == len(flagged)
+    nul = pq.read_table(tmp_path / "null.parquet").to_pydict()
+    assert len(nul["gap"]) == 4 * 3 * 400
     saved = json.loads((tmp_path / "meta.json").read_text())
     assert "folded" in saved["logit_weights"] and saved["threshold"] == 1.0 and saved["plot_scale"] == "raw"
-    # the default threshold of the log scale is the study's 2 points
-    meta = write_tsea(model, tok, hook, W_dec, sets, tmp_path / "log")
-    assert meta["threshold"] == 2.0 and meta["plot_scale"] == "log"
+
+    figures = tsea_figures(tmp_path)
+    assert {0, 1, 2} <= set(figures["marked"]) and "calibrated" in figures["marked_by"]
+    for name in ("tsea.csv", "sets.json", "manhattan.png", "manhattan.html", "scatter_set_a_vs_set_b.png",
+                 "scatter_set_a_vs_set_b.html", "gap_null.png", "figures.json", "calibrated.csv", "null.csv"):
+        assert (tmp_path / name).exists(), name
+    html = (tmp_path / "scatter_set_a_vs_set_b.html").read_text()
+    assert "against each null family" in html and "covariance" in html and html.count("data:image/png") == 2
+    # the default threshold of the log scale is the study's 2 points; no null without asking for one
+    meta = write_tsea(model, tok, hook, W_dec, sets, tmp_path / "log", null=[])
+    assert meta["threshold"] == 2.0 and meta["plot_scale"] == "log" and "null" not in meta
+    assert "marked_by" in tsea_figures(tmp_path / "log")
 
 
-def test_null_baseline_scores_random_directions_like_features(tiny_model_dir, tmp_path):
+def test_null_families_that_need_activations_say_so(tiny_model_dir, tmp_path):
+    from babelscope.errors import UserError
+
     model, tok = load_model(tiny_model_dir)
-    hook = f"layers.{model.config.num_hidden_layers - 1}.resid_post"
-    d = model.config.hidden_size
     sets = [TokenSet("a", list(range(10, 60)), "t"), TokenSet("b", list(range(60, 110)), "t")]
-    # Features that are exactly the null's random directions (same seed, same shape) must give the null's counts.
-    R = torch.randn(64, d, generator=torch.Generator().manual_seed(3))
-    R = R / R.norm(dim=1, keepdim=True)
-    meta = write_tsea(model, tok, hook, R, sets, tmp_path, scale="raw", threshold=0.3, seed=3)
-    assert meta["null"] == {"directions": 64, "seed": 3, "beyond_threshold": meta["beyond_threshold"]}
-    assert sum(meta["beyond_threshold"].values()) == len(meta["marked"]) > 0
-    assert "null" not in write_tsea(model, tok, hook, R, sets, tmp_path / "off", null=0)
+    hook = f"layers.{model.config.num_hidden_layers - 1}.resid_post"
+    with pytest.raises(UserError, match="activations, covariance need activations"):
+        write_tsea(model, tok, hook, torch.randn(8, 32), sets, tmp_path)
+    with pytest.raises(UserError, match="unknown null family"):
+        write_tsea(model, tok, hook, torch.randn(8, 32), sets, tmp_path, null=["gaussian"])
     assert beyond(np.array([0.0, 0.0, 1.0, 0.5]), np.array([3.0, -3.0, 1.5, 0.5]), 2.0) == {"above": 1, "below": 1}
 
 

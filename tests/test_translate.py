@@ -36,6 +36,11 @@ from helpers import run_cli
     ("«أنا سعيد!» قالت أمه. ذهب.", ["«أنا سعيد!» قالت أمه.", "ذهب."]),
     ("سألت ريما: «هل تلعب؟ هيا!» «نعم!»، أجاب سامي.", ["سألت ريما: «هل تلعب؟ هيا!»", "«نعم!»، أجاب سامي."]),
     ("“Stop. Wait.” Tom said. Bye.", ["“Stop. Wait.” Tom said.", "Bye."]),
+    # a quotation split by its tag is one unit, in both languages and with diacritics on the verb
+    ('"Hi," said Tim, "how are you?" He smiled.', ['"Hi," said Tim, "how are you?"', "He smiled."]),
+    ('"Hi!" said Tim, "how are you?" He smiled.', ['"Hi!" said Tim, "how are you?"', "He smiled."]),
+    ("«مرحبا»، قال تيم، «كيف حالك؟» ثم ابتسم.", ["«مرحبا»، قال تيم، «كيف حالك؟»", "ثم ابتسم."]),
+    ("«مرحبا!» قالَ تيم، «كيف حالك؟» ثم ابتسم.", ["«مرحبا!» قالَ تيم، «كيف حالك؟»", "ثم ابتسم."]),
 ])
 def test_units_keep_quotes_with_their_tags(text, units):
     assert split_sentences(text) == units

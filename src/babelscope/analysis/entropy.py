@@ -19,14 +19,25 @@ Consequences, stated so a reader can weigh the numbers:
 - the threshold's meaning depends on the embedding dimension: two random directions in R^d have cosine
   similarity of standard deviation ~1/sqrt(d), so 0.1 is ~5.5 sigma in the study's 3072-d embeddings but
   ~0.6 sigma in a 32-d toy model, where most token pairs link and almost every feature becomes one
-  cluster (R_mono near 1 for any multi-token feature). `pair_link_rate` measures this on a given matrix
-  and `calibrated_threshold` picks a threshold with a fixed link rate for random token pairs instead;
+  cluster (R_mono near 1 for any multi-token feature);
 - a token whose embedding is the zero vector (e.g. a padded row) links to nothing and is its own cluster.
+
+Threshold rules (`resolve_threshold`), one of:
+- `study`, or a number: the cosine as given (the study's 0.1);
+- `zmatch`: the cosine with the same z-score as 0.1 at the study's width, 0.1 x sqrt(3072 / d), so that a
+  random pair links about as rarely as in the study (a ~5.5 sigma event, ~1e-8 for Gaussian-like cosines).
+  At d < 31 it exceeds 1 and no pair links: such embeddings cannot separate meaning at the study's confidence.
+`pair_link_rate` (the share of random token pairs that link) is reported beside either rule as a diagnostic;
+it is not a rule.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from babelscope.errors import UserError
 
 
 def entropy(counts: np.ndarray) -> float:
@@ -101,11 +112,33 @@ def pair_link_rate(embeddings: np.ndarray, threshold: float, *, n_pairs: int = 2
     return float((sims > threshold).mean()) if sims.size else 0.0
 
 
-def calibrated_threshold(embeddings: np.ndarray, link_rate: float = 0.01, *, n_pairs: int = 20000,
-                         seed: int = 0) -> float:
-    """The cosine threshold that a share `link_rate` of random row pairs exceeds (a dimension-free 0.1)."""
-    sims = _random_pair_sims(embeddings, n_pairs, seed)
-    return float(np.quantile(sims, 1.0 - link_rate)) if sims.size else 0.1
+STUDY_THRESHOLD = 0.1
+STUDY_WIDTH = 3072  # the width of the embeddings the study clustered (its largest model)
+RULES = ("study", "zmatch")
+
+
+def zmatch_threshold(d: int) -> float:
+    """0.1 x sqrt(3072 / d): the cosine with the z-score 0.1 has at the study's width (cosines of random
+    directions in R^d have standard deviation ~1/sqrt(d))."""
+    return STUDY_THRESHOLD * math.sqrt(STUDY_WIDTH / d)
+
+
+def resolve_threshold(rule: float | str, d: int) -> tuple[float, str, str]:
+    """(cosine threshold, rule name, how it was set) for a rule: a number, `study` (0.1) or `zmatch`."""
+    if isinstance(rule, str) and rule not in RULES:
+        try:
+            rule = float(rule)
+        except ValueError:
+            hint = " ('auto' was replaced by 'zmatch')" if rule == "auto" else ""
+            raise UserError(f"unknown similarity threshold rule '{rule}'; give a cosine, study or zmatch"
+                            f"{hint}") from None
+    if rule == "zmatch":
+        value = zmatch_threshold(d)
+        return value, "zmatch", (f"zmatch: 0.1 x sqrt({STUDY_WIDTH} / {d}) = {value:.4g}, the cosine with the "
+                                 f"z-score of the study's 0.1 at width {STUDY_WIDTH}")
+    value = STUDY_THRESHOLD if rule == "study" else float(rule)
+    name = "study" if value == STUDY_THRESHOLD else "fixed"
+    return value, name, f"{name}: cosine > {value:g}" + (" as in the study" if name == "study" else "")
 
 
 def _random_pair_sims(embeddings: np.ndarray, n_pairs: int, seed: int) -> np.ndarray:

@@ -15,27 +15,36 @@ from collections.abc import Callable
 
 import numpy as np
 
-Z95 = 1.959963984540054
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive at this scale"
 
 
-def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of the proportion k/n ((nan, nan) when n = 0)."""
+def z_of(level: float) -> float:
+    """The normal quantile of a two-sided interval at `level` (1.96 for 0.95)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def wilson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion k/n ((nan, nan) when n = 0)."""
     if n <= 0:
         return math.nan, math.nan
+    z = z_of(level)
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def diff_proportions(k1: float, n1: float, k2: float, n2: float, z: float = Z95) -> tuple[float, float, float]:
-    """(p1 - p2, low, high): Newcombe's interval for the difference of two independent proportions."""
+def diff_proportions(k1: float, n1: float, k2: float, n2: float, level: float = 0.95
+                     ) -> tuple[float, float, float]:
+    """(p1 - p2, low, high): Newcombe's hybrid score interval (from the two Wilson intervals) for the difference
+    of two independent proportions."""
     if n1 <= 0 or n2 <= 0:
         return math.nan, math.nan, math.nan
     p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson(k1, n1, z)
-    l2, u2 = wilson(k2, n2, z)
+    l1, u1 = wilson(k1, n1, level)
+    l2, u2 = wilson(k2, n2, level)
     d = p1 - p2
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 

@@ -5,7 +5,11 @@ maximum, counted per token id and document label) this computes, per feature:
 - the language distribution p_i(lang): the share of activating occurrences whose *document* carries that
   label (a digit in an Arabic document counts as Arabic, as in the study);
 - the class: the language whose share is >= tau, else "mixed" (tau = 0.9 by default; tau must exceed 0.5 so at
-  most one language can qualify). The mixed share is also reported at 0.8, 0.9 and 0.95;
+  most one language can qualify); "insufficient" when the feature has fewer than `min_activations` activating
+  occurrences (default 10: a feature split 50/50 between two languages looks monolingual with probability
+  1, 0.5, 0.25 and 0.06 at 1, 2, 3 and 5 occurrences). Insufficient features keep their row but are left out
+  of every share and mean of the summary, which counts them. The mixed share is also reported at 0.8, 0.9
+  and 0.95;
 - token entropy, semantic entropy, monosemanticity (`babelscope.analysis.entropy`);
 - the mean span length: span_tokens / n_spans from the store, a span being a run of consecutive tokens on
   which the feature is active (selected by TopK, activation > 0); `mean_span_above` counts only tokens at
@@ -24,16 +28,24 @@ from typing import Any
 
 import numpy as np
 
-from babelscope.analysis.entropy import calibrated_threshold, feature_entropies, pair_link_rate
+from babelscope.analysis.entropy import feature_entropies, pair_link_rate, resolve_threshold
 from babelscope.errors import UserError
 from babelscope.settings import Settings, opt
 
 MIXED = "mixed"
+INSUFFICIENT = "insufficient"
+MIN_ACTIVATIONS = 10
 
 
 def parse_threshold(value: str) -> float | str:
-    """`auto` or a number (the parser of --sim-threshold)."""
-    return value if value == "auto" else float(value)
+    """`study`, `zmatch` or a cosine (the parser of --sim-threshold)."""
+    if value in ("study", "zmatch"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        hint = " ('auto' was replaced by 'zmatch')" if value == "auto" else ""
+        raise ValueError(f"expected a cosine, 'study' or 'zmatch', got {value!r}{hint}") from None
 
 
 @dataclass(kw_only=True)
@@ -45,10 +57,11 @@ class LanguagesConfig(Settings):
     tau: float = opt(0.9, "language threshold (the mixed share is also reported at 0.8/0.9/0.95)", gt=0.5, le=1.0)
     embeddings: str = opt("model", "token embeddings for semantic clusters: 'model' (the store's model), an HF "
                                    "model dir with the same tokenizer, or a .npy [vocab, d] matrix")
-    sim_threshold: float | str = opt(0.1, "cosine similarity that links two tokens (0.1 as the study), or 'auto': "
-                                          "the value a share --link-rate of random token pairs exceeds",
-                                     parse=parse_threshold)
-    link_rate: float = opt(0.01, "with --sim-threshold auto: the share of random token pairs linked", gt=0.0, le=1.0)
+    sim_threshold: float | str = opt(0.1, "cosine similarity that links two tokens: a number (0.1, the study's), "
+                                          "'study', or 'zmatch': 0.1 x sqrt(3072 / d), the cosine with the study's "
+                                          "z-score at embedding width d", parse=parse_threshold)
+    min_activations: int = opt(MIN_ACTIVATIONS, "activating occurrences a feature needs to be classified; below it "
+                                                "the feature is 'insufficient' and left out of shares and means", ge=1)
 REPORT_TAUS = (0.8, 0.9, 0.95)
 MEASURES = "measures"  # measures.parquet + measures.csv
 SUMMARY = "summary.json"
@@ -96,6 +109,16 @@ def classify(shares: np.ndarray, labels: Sequence[str], tau: float = 0.9) -> np.
     return out
 
 
+def classify_counts(counts: np.ndarray, labels: Sequence[str], tau: float = 0.9, *,
+                    min_activations: int = MIN_ACTIVATIONS) -> np.ndarray:
+    """Class per feature from its activating occurrences per label [F, L]: "insufficient" below
+    `min_activations` occurrences, else `classify` of its shares."""
+    counts = np.asarray(counts)
+    out = classify(language_shares(counts), labels, tau)
+    out[counts.sum(axis=1) < min_activations] = INSUFFICIENT
+    return out
+
+
 def mixed_share(shares: np.ndarray, labels: Sequence[str], tau: float) -> float:
     """The share of features classified mixed at threshold `tau` (NaN with no features)."""
     if len(shares) == 0:
@@ -131,9 +154,11 @@ def _tau_key(tau: float) -> str:
 
 
 def feature_measures(attributions: dict[str, Any], features: dict[str, Any], embeddings: np.ndarray,
-                     labels: Sequence[str], *, tau: float = 0.9, sim_threshold: float = 0.1) -> dict[str, np.ndarray]:
+                     labels: Sequence[str], *, tau: float = 0.9, sim_threshold: float = 0.1,
+                     min_activations: int = MIN_ACTIVATIONS) -> dict[str, np.ndarray]:
     """The per-feature table as columns, from attribution columns (feature, token_id, label, count) and the
-    store's feature columns (feature, frequency, n_spans, span_tokens)."""
+    store's feature columns (feature, frequency, n_spans, span_tokens); `class` is "insufficient" for features
+    with fewer than `min_activations` activating occurrences."""
     ent = feature_entropies(attributions["feature"], attributions["token_id"], attributions["count"], embeddings,
                             sim_threshold)
     feats, lang_counts = language_counts(attributions["feature"], attributions["label"], attributions["count"],
@@ -143,7 +168,7 @@ def feature_measures(attributions: dict[str, Any], features: dict[str, Any], emb
     cols: dict[str, np.ndarray] = {"feature": feats}
     for j, name in enumerate(labels):
         cols[f"p_{name}"] = shares[:, j]
-    cols["class"] = classify(shares, labels, tau)
+    cols["class"] = classify_counts(lang_counts, labels, tau, min_activations=min_activations)
     for key in ("n_act", "n_tokens", "n_clusters", "h_tok", "h_sem", "r_mono", "single_token"):
         cols[key] = ent[key]
     index = {int(f): i for i, f in enumerate(np.asarray(features["feature"]))}
@@ -165,19 +190,25 @@ def feature_measures(attributions: dict[str, Any], features: dict[str, Any], emb
 
 
 def summarize(cols: dict[str, np.ndarray], labels: Sequence[str], *, tau: float, n_features: int,
-              taus: Sequence[float] = REPORT_TAUS) -> dict[str, Any]:
-    """One summary row: counts per class, mixed share at each tau, mean R_mono with and without single-token
-    features, mean entropies and mean span length (unweighted means over the features in the table)."""
+              taus: Sequence[float] = REPORT_TAUS, min_activations: int | None = None) -> dict[str, Any]:
+    """One summary row: counts per class (insufficient included), then over the features with enough evidence
+    (class not "insufficient"): mixed share at each tau, mean R_mono with and without single-token features,
+    mean entropies and mean span length (unweighted means)."""
     n = len(cols["feature"])
-    shares = np.stack([cols[f"p_{name}"] for name in labels], axis=1) if n else np.zeros((0, len(labels)))
-    single = np.asarray(cols["single_token"], dtype=bool)
-    r = np.asarray(cols["r_mono"], dtype=np.float64)
-    span = np.asarray(cols["mean_span"], dtype=np.float64)
+    ok = np.asarray(cols["class"], dtype=object) != INSUFFICIENT
+    shares = np.stack([cols[f"p_{name}"] for name in labels], axis=1)[ok] if n else np.zeros((0, len(labels)))
+    single = np.asarray(cols["single_token"], dtype=bool)[ok]
+    r = np.asarray(cols["r_mono"], dtype=np.float64)[ok]
+    span = np.asarray(cols["mean_span"], dtype=np.float64)[ok]
 
     def mean(x: np.ndarray) -> float:
         return float(x.mean()) if x.size else float("nan")
 
     row: dict[str, Any] = {"n_features": int(n_features), "n_alive": n, "n_dead": int(n_features) - n, "tau": tau}
+    if min_activations is not None:
+        row["min_activations"] = int(min_activations)
+    row["n_insufficient"] = int((~ok).sum())
+    row["n_classified"] = int(ok.sum())
     for name in [*labels, MIXED]:
         row[f"n_{name}"] = int((cols["class"] == name).sum())
     row["mixed_share"] = mixed_share(shares, labels, tau)
@@ -186,8 +217,8 @@ def summarize(cols: dict[str, np.ndarray], labels: Sequence[str], *, tau: float,
     row["n_single_token"] = int(single.sum())
     row["mean_r_mono"] = mean(r)
     row["mean_r_mono_multi"] = mean(r[~single])
-    row["mean_h_tok"] = mean(np.asarray(cols["h_tok"], dtype=np.float64))
-    row["mean_h_sem"] = mean(np.asarray(cols["h_sem"], dtype=np.float64))
+    row["mean_h_tok"] = mean(np.asarray(cols["h_tok"], dtype=np.float64)[ok])
+    row["mean_h_sem"] = mean(np.asarray(cols["h_sem"], dtype=np.float64)[ok])
     row["mean_span"] = mean(span[~np.isnan(span)])
     return row
 
@@ -244,9 +275,10 @@ def load_embeddings(spec: str | Path, *, model_dir: str | Path | None = None,
 
 def measures_from_store(features_dir: str | Path, *, tau: float = 0.9, embeddings: str | Path = "model",
                         embedding_matrix: np.ndarray | None = None, sim_threshold: float | str = 0.1,
-                        link_rate: float = 0.01) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(per-feature columns, summary row) for one feature store; `sim_threshold="auto"` calibrates the cosine
-    threshold so that a share `link_rate` of random token pairs links (see entropy.py on why)."""
+                        min_activations: int = MIN_ACTIVATIONS) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(per-feature columns, summary row) for one feature store. `sim_threshold` is a cosine, `study` (0.1) or
+    `zmatch` (0.1 x sqrt(3072 / d), see entropy.py); the summary names the rule and the value. Features with
+    fewer than `min_activations` activating occurrences are "insufficient" and left out of shares and means."""
     meta, feats, attr = read_store(features_dir)
     labels = meta["labels"]
     if embedding_matrix is None:
@@ -257,15 +289,17 @@ def measures_from_store(features_dir: str | Path, *, tau: float = 0.9, embedding
     if attr["token_id"].size and int(attr["token_id"].max()) >= len(embedding_matrix):
         raise UserError(f"token id {int(attr['token_id'].max())} is outside the embedding matrix "
                         f"({len(embedding_matrix)} rows): the embeddings belong to another tokenizer")
-    threshold = calibrated_threshold(embedding_matrix, link_rate) if sim_threshold == "auto" else float(sim_threshold)
-    cols = feature_measures(attr, feats, embedding_matrix, labels, tau=tau, sim_threshold=threshold)
+    threshold, rule, rule_note = resolve_threshold(sim_threshold, int(embedding_matrix.shape[1]))
+    cols = feature_measures(attr, feats, embedding_matrix, labels, tau=tau, sim_threshold=threshold,
+                            min_activations=min_activations)
     n_features = int(meta.get("n_features") or len(feats["feature"]))
     summary = {
         "model": meta.get("model"), "sae": meta.get("sae"), "hook": meta.get("hook"),
         "layer": _layer_of(meta.get("hook")), "tokens": meta.get("tokens"), "labels": labels,
-        **summarize(cols, labels, tau=tau, n_features=n_features),
-        "sim_threshold": threshold, "pair_link_rate": pair_link_rate(embedding_matrix, threshold),
-        "embeddings": source,
+        **summarize(cols, labels, tau=tau, n_features=n_features, min_activations=min_activations),
+        "sim_threshold": threshold, "sim_threshold_rule": rule, "sim_threshold_note": rule_note,
+        "embedding_dim": int(embedding_matrix.shape[1]),
+        "pair_link_rate": pair_link_rate(embedding_matrix, threshold), "embeddings": source,
     }
     return cols, summary
 

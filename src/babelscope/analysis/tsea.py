@@ -17,17 +17,32 @@ one: with members at 0-based ranks r_1 < ... < r_s and W_i the cumulative member
 the inverse permutation, and a gather of the s member ranks per set; nothing of size features x vocab x sets
 is ever built. The unweighted score's absolute value is the two-sample Kolmogorov-Smirnov statistic between
 the members' logits and the rest (exactly so when no two logits tie), which gives a p-value; the
-Benjamini-Hochberg correction runs across every (feature, set) pair.
+Benjamini-Hochberg correction runs across every (feature, set) pair. That p-value tests whether a set's logit
+weights are distributed like those of all other tokens, which nearly any direction passes for a coherent set
+(names share their embedding statistics), so it says nothing about a feature being special: the study's claim
+is tested against null directions (`babelscope.analysis.null`), in `write_tsea`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from babelscope.analysis.null import (
+    DESCRIPTION,
+    FAMILIES,
+    NEEDS_ACTIVATIONS,
+    check_families,
+    family_result,
+    null_directions,
+    untrained_seed,
+)
+from babelscope.settings import Settings, opt
 
 _TIE = 1e-12  # |max| and |min| this close count as a tie, which goes to the positive side
 
@@ -177,8 +192,8 @@ def tsea(chunks: Iterable[torch.Tensor], sets: Sequence[Sequence[int]], *, p: fl
          vocab_size: int | None = None) -> dict[str, np.ndarray]:
     """Enrichment of every set for every feature, from logit weights given chunk by chunk ([C, N] each).
 
-    Returns arrays [F, S]: `score` (signed, in the chosen form), `ks` (unweighted KS statistic), `p_value`
-    (two-sided KS) and `q_value` (Benjamini-Hochberg across all features x sets).
+    Returns arrays [F, S]: `score` (signed, in the chosen form), `ks` (unweighted KS statistic), `ks_p_value`
+    (two-sided KS) and `ks_q_value` (Benjamini-Hochberg across all features x sets).
     """
     scores, kss = [], []
     n = vocab_size
@@ -192,7 +207,7 @@ def tsea(chunks: Iterable[torch.Tensor], sets: Sequence[Sequence[int]], *, p: fl
     ks = np.concatenate(kss) if kss else np.zeros((0, S))
     sizes = np.array([len(as_members(s)) for s in sets], dtype=np.float64)
     pv = ks_pvalue(ks, sizes[None, :], (n or 0) - sizes[None, :]) if n else np.full_like(ks, np.nan)
-    return {"score": score, "ks": ks, "p_value": pv, "q_value": benjamini_hochberg(pv)}
+    return {"score": score, "ks": ks, "ks_p_value": pv, "ks_q_value": benjamini_hochberg(pv)}
 
 
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
@@ -219,16 +234,68 @@ SCALE_NOTE = {
            "figures, whose '2 points from the diagonal' live on it)",
     "raw": "the signed enrichment score ES in [-1, 1]",
 }
+KS_NOTE = ("ks_p_value: two-sided two-sample KS test of whether the set's logit weights are distributed like all "
+           "other tokens' (Kolmogorov limit with Stephens' correction); ks_q_value: Benjamini-Hochberg over all "
+           "features x sets. Nearly any direction, random ones included, passes it for a coherent set such as "
+           "names, so it does not say that a feature is biased; 'null' tests that")
+TEST_NOTE = ("per feature, the gap score(y) - score(x) on the plot scale against the pooled gaps of one null "
+             "family's directions (all its seeds): empirical p = min(1, 2 min(p_upper, p_lower)) with "
+             "p_upper = (1 + #null >= gap) / (N + 1) and p_lower likewise (two-sided by doubling the smaller "
+             "tail), Benjamini-Hochberg across features, flagged at q < level towards the set of the smaller "
+             "tail; counts with 95% Wilson intervals (features as binomial trials)")
+
+
+@dataclass(kw_only=True)
+class TseaConfig(Settings):
+    """`babelscope analyze tsea`: token set enrichment of every feature, tested against null directions."""
+
+    model: str = opt(help="HF model directory")
+    sae: str = opt(help="SAE directory")
+    sets: list[str] = opt(help="comma-separated: english_names, english_names_latin, english_names_arabic, "
+                               "arabic_names, arabic_names_latin, name_then_punct (needs --data), FILE.txt, "
+                               "re:PATTERN (runs to the end of its argument)")
+    out: str = opt(help="output directory")
+    data: list[str] = opt(help="corpus for name_then_punct and for the covariance and activations nulls",
+                          default_factory=list)
+    text_field: str = opt("text", "the record field holding the text")
+    max_docs: int = opt(10_000, "documents read for name_then_punct", gt=0)
+    min_count: int = opt(1, "name_then_punct: times a name must precede punctuation", ge=1)
+    multi: str = opt("drop", "multi-token words: drop them or use their first token", choices=("drop", "first"))
+    weight: float = opt(0.0, "GSEA weight p (|logit|^p); 0 = the unweighted KS form", ge=0)
+    scatter: str | None = opt(None, "X,Y: the sets on the scatter's horizontal and vertical axes, whose gap Y - X "
+                                    "is tested against the null (default: the second and the first set, so with "
+                                    "--sets english_names,arabic_names features above the diagonal favour "
+                                    "English names, as in Study A)")
+    scale: str = opt("log", "scale of the plots and of the tested gap: log = sign(ES)*-ln(1-|ES|) as the study's "
+                            "figures, raw = ES", choices=("log", "raw"))
+    threshold: float | None = opt(None, "the study's count: features with |Y - X| above this (default 2 on the log "
+                                        "scale, 0.5 raw); kept beside the calibrated test for comparison", gt=0)
+    null: list[str] = opt(help="null families, the first one drawn in the scatter: untrained, isotropic, "
+                               "covariance, activations (the last two need --data); none: no null",
+                          default_factory=lambda: list(FAMILIES))
+    null_seeds: int = opt(8, "seeds per null family (0..N-1), pooled for the test and reported as mean and spread",
+                          ge=1)
+    null_directions: int | None = opt(None, "directions per null seed (default: as many as features)", gt=0)
+    null_tokens: int = opt(32768, "activation vectors read from --data for the covariance and activations nulls "
+                                  "(each seed of the activations null draws its directions from them without "
+                                  "replacement, so keep it above --null-directions)", ge=2)
+    level: float = opt(0.05, "false discovery rate of the calibrated test (Benjamini-Hochberg across features)",
+                       gt=0, le=0.5)
+    context: int = opt(128, "tokens per context when reading activations for the nulls", gt=1)
+    chunk: int = opt(512, "features per chunk", gt=0)
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
 
 def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence, out: str | Path, *,
                p: float = 0.0, threshold: float | None = None, scale: str = "log",
-               pair: Sequence[str] | None = None, chunk: int = 512, null: int | None = None, seed: int = 0,
-               source: dict | None = None) -> dict:
-    """Score every token set for every feature and write tsea.parquet/.csv, sets.json, the scatter and
-    Manhattan plots (PNG + HTML) and meta.json (last). `sets` are `token_sets.TokenSet`s. `null` random unit
-    directions (default: as many as features; 0: none) are scored the same way, as the baseline count of
-    "biased" directions that the model's unembedding alone produces."""
+               pair: Sequence[str] | None = None, chunk: int = 512, null: Sequence[str] = FAMILIES,
+               null_seeds: int = 8, null_directions: int | None = None, activations: torch.Tensor | None = None,
+               sae_seed: int | None = None, level: float = 0.05, source: dict | None = None) -> dict:
+    """Score every token set for every feature and write the tables: tsea.parquet/.csv, sets.json and, for a
+    pair of sets (x, y), the calibrated test of each feature's gap y - x against each `null` family
+    (calibrated.parquet, null.parquet); meta.json last. Figures are drawn from these by `report.tsea`.
+    `sets` are `token_sets.TokenSet`s; `activations` [m, d] in the SAE's input space feed the covariance and
+    activations nulls."""
     from babelscope.analysis.logits import folded_unembedding, iter_logit_weights
     from babelscope.errors import UserError
     from babelscope.files import write_json_atomic
@@ -236,6 +303,7 @@ def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence,
 
     if scale not in SCALE_NOTE:
         raise UserError(f"unknown scale '{scale}'; expected log or raw")
+    families = check_families([f for f in null if f != "none"])
     threshold = DEFAULT_THRESHOLD[scale] if threshold is None else threshold
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +313,10 @@ def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence,
         pair = [names[1], names[0]]  # x, y: the first set on the vertical axis, as Study A's English names
     if pair and (len(pair) != 2 or any(n not in names for n in pair)):
         raise UserError(f"--scatter needs two of the sets {names}, got {list(pair)}")
+    need = sorted(NEEDS_ACTIVATIONS & set(families))
+    if pair and need and activations is None:
+        raise UserError(f"the null famil{'ies' if len(need) > 1 else 'y'} {', '.join(need)} need activations of "
+                        "the hook on a corpus: give --data, or choose --null untrained isotropic")
     members = [[i for i in s.ids if i < vocab] for s in sets]
     F = W_dec.shape[0]
     chunks = progress(iter_logit_weights(model, hook, W_dec, chunk=chunk, vocab_size=vocab),
@@ -255,32 +327,84 @@ def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence,
     _write_table(out, names, res, [len(m) for m in members])
     write_json_atomic(out / "sets.json", {"sets": [{**s.coverage(), "ids": list(map(int, m))}
                                                    for s, m in zip(sets, members, strict=True)]})
-    shown = res["log_score"] if scale == "log" else res["score"]
-    counts: dict = {}
-    if pair:
-        a, b = names.index(pair[0]), names.index(pair[1])
-        counts["beyond_threshold"] = beyond(shown[:, a], shown[:, b], threshold)
-        n_null = F if null is None else null
-        if n_null:
-            g = torch.Generator().manual_seed(seed)
-            R = torch.randn(n_null, W_dec.shape[1], generator=g).to(W_dec)
-            R = R / R.norm(dim=1, keepdim=True)
-            rnd = tsea(iter_logit_weights(model, hook, R, chunk=chunk, vocab_size=vocab), [members[a], members[b]],
-                       p=p, vocab_size=vocab)["score"]
-            rnd = log_score(rnd) if scale == "log" else rnd
-            counts["null"] = {"directions": n_null, "seed": seed, "beyond_threshold": beyond(rnd[:, 0], rnd[:, 1],
-                                                                                            threshold)}
-    figures = _figures(out, names, shown, scale, threshold, pair, counts.get("null"))
     meta = {**(source or {}), "hook": hook, "n_features": int(F), "vocab_size": vocab, "sets": names,
             "weight_p": p, "form": "unweighted (KS)" if p == 0 else f"weighted |logit|^{p:g}",
             "logit_weights": f"W_U W_dec[f] through the hook's output map; {fold_note}",
-            "score": "signed running-sum extreme (GSEA), in [-1, 1]",
-            "p_value": "two-sided two-sample KS of the set's logit weights vs the rest (Kolmogorov limit with "
-                       "Stephens' correction); q_value: Benjamini-Hochberg over all features x sets",
+            "score": "signed running-sum extreme (GSEA), in [-1, 1]", "ks_p_value": KS_NOTE,
             "plot_scale": scale, "plot_scale_note": SCALE_NOTE[scale], "threshold": threshold,
-            "empty_sets": [n for n, m in zip(names, members, strict=True) if not m], **counts, **figures}
+            "empty_sets": [n for n, m in zip(names, members, strict=True) if not m]}
+    if pair:
+        a, b = names.index(pair[0]), names.index(pair[1])
+        shown = res["log_score"] if scale == "log" else res["score"]
+        gap = shown[:, b] - shown[:, a]
+        meta.update(scatter_pair=list(pair), gap=f"{pair[1]} - {pair[0]} on the plot scale",
+                    beyond_threshold=beyond(shown[:, a], shown[:, b], threshold))
+        empty = [n for n, m in zip(pair, (members[a], members[b]), strict=True) if not 0 < len(m) < vocab]
+        if families and empty:
+            meta["null_skipped"] = f"no null: the set(s) {', '.join(empty)} cover no token or every token"
+        elif families:
+            meta["null"] = _null_tests(model, hook, W_dec, [members[a], members[b]], gap,
+                                       res["score"][:, b] - res["score"][:, a], list(pair), out, families=families,
+                                       seeds=range(null_seeds), n=null_directions or F, activations=activations,
+                                       sae_seed=sae_seed, scale=scale, p=p, threshold=threshold, level=level,
+                                       chunk=chunk, vocab=vocab, bar=progress)
     write_json_atomic(out / "meta.json", meta)
     return meta
+
+
+def _null_tests(model, hook: str, W_dec: torch.Tensor, pair_members: list, gap: np.ndarray, raw_gap: np.ndarray,
+                pair: list[str], out: Path, *, families: list[str], seeds: Iterable[int], n: int,
+                activations: torch.Tensor | None, sae_seed: int | None, scale: str, p: float, threshold: float,
+                level: float, chunk: int, vocab: int, bar) -> dict:
+    """Score each family's null directions on the pair, test every feature's gap against them, write
+    null.parquet (every null direction's gap) and calibrated.parquet (every feature's test, per family)."""
+    import pyarrow as pa
+
+    from babelscope.analysis.logits import iter_logit_weights
+    from babelscope.files import write_table_atomic
+
+    seeds = list(seeds)
+    x, y = pair
+    d = W_dec.shape[1]
+    F = len(gap)
+    null_cols: dict[str, list] = {"family": [], "seed": [], "direction": [], "gap": [], "raw_gap": []}
+    feat_cols: dict[str, list] = {k: [] for k in ("feature", "family", "gap", "raw_gap", "p_upper", "p_lower",
+                                                  "p_value", "q_value", "favours")}
+    result: dict = {"families": {}, "order": families, "primary": families[0], "test": TEST_NOTE, "level": level,
+                    "directions_per_seed": n, "seeds": seeds}
+    todo = bar([(f, s) for f in families for s in seeds], desc="tsea null", unit="draw")
+    gaps: dict[str, list[np.ndarray]] = {f: [] for f in families}
+    for family, seed in todo:
+        R = null_directions(family, n, d, seed, activations=activations, sae_seed=sae_seed).to(W_dec)
+        score = tsea(iter_logit_weights(model, hook, R, chunk=chunk, vocab_size=vocab), pair_members, p=p,
+                     vocab_size=vocab)["score"]
+        shown = log_score(score) if scale == "log" else score
+        gaps[family].append(shown[:, 1] - shown[:, 0])
+        null_cols["family"] += [family] * n
+        null_cols["seed"] += [seed] * n
+        null_cols["direction"] += list(range(n))
+        null_cols["gap"] += gaps[family][-1].tolist()
+        null_cols["raw_gap"] += (score[:, 1] - score[:, 0]).tolist()
+    for family in families:
+        summary, test = family_result(gap, gaps[family], (y, x), level=level, threshold=threshold)
+        summary["draw"] = DESCRIPTION[family]
+        if family == "untrained":
+            summary["trainer_seeds"] = [untrained_seed(s) for s in seeds]
+        if family in NEEDS_ACTIVATIONS:
+            summary["activation_vectors"] = len(activations)
+        result["families"][family] = summary
+        feat_cols["feature"] += list(range(F))
+        feat_cols["family"] += [family] * F
+        feat_cols["gap"] += gap.tolist()
+        feat_cols["raw_gap"] += raw_gap.tolist()
+        for k in ("p_upper", "p_lower", "p_value", "q_value"):
+            feat_cols[k] += test[k].tolist()
+        feat_cols["favours"] += [{1: y, -1: x}.get(int(s), "") for s in test["side"]]
+    write_table_atomic(out / "null", pa.table({**null_cols, "seed": pa.array(null_cols["seed"], pa.int32()),
+                                               "direction": pa.array(null_cols["direction"], pa.int32())}))
+    write_table_atomic(out / "calibrated", pa.table({**feat_cols,
+                                                     "feature": pa.array(feat_cols["feature"], pa.int32())}))
+    return result
 
 
 def beyond(x: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, int]:
@@ -299,76 +423,59 @@ def _write_table(out: Path, names: list[str], res: dict[str, np.ndarray], sizes:
         "feature": pa.array(np.repeat(np.arange(F, dtype=np.int32), S)),
         "set": pa.array(np.tile(np.array(names, dtype=object), F).tolist(), type=pa.string()),
         "score": res["score"].ravel(), "log_score": res["log_score"].ravel(), "ks": res["ks"].ravel(),
-        "p_value": res["p_value"].ravel(), "q_value": res["q_value"].ravel(),
+        "ks_p_value": res["ks_p_value"].ravel(), "ks_q_value": res["ks_q_value"].ravel(),
         "set_size": pa.array(np.tile(np.array(sizes, dtype=np.int32), F)),
     })
     write_table_atomic(out / "tsea", table)
 
 
-def _figures(out: Path, names: list[str], shown: np.ndarray, scale: str, threshold: float,
-             pair: Sequence[str] | None, null: dict | None) -> dict:
-    from babelscope.files import write_text_atomic
-    from babelscope.report.dashboard import figure_html
-    from babelscope.report.plots import manhattan, tsea_scatter
+def hook_activations(model, tokenizer, hook: str, records: Iterable[dict], tokens: int, *, context: int = 128,
+                     batch_size: int = 16) -> torch.Tensor:
+    """The first `tokens` activation vectors [m, d] (float32, CPU) at `hook` over `records`, BOS left out."""
+    from babelscope.models.contexts import iter_contexts
 
-    label = "log-scale enrichment" if scale == "log" else "enrichment score"
-    result: dict = {}
-    manhattan({n: shown[:, j] for j, n in enumerate(names)}, out / "manhattan.png", axis_label=label)
-    top = []
-    for j, n in enumerate(names):
-        col = shown[:, j]
-        ok = np.flatnonzero(~np.isnan(col))
-        top += [[int(i), n, f"{col[i]:.3f}"] for i in ok[np.argsort(-col[ok], kind="stable")][:10]]
-    write_text_atomic(out / "manhattan.html", figure_html(
-        "TSEA Manhattan plot", (out / "manhattan.png").read_bytes(), note=f"score shown: {SCALE_NOTE[scale]}",
-        table={"caption": "top 10 features per set", "header": ["feature", "set", label], "rows": top},
-        feature_href="feature-{}.html"))
-    result["manhattan"] = ["manhattan.png", "manhattan.html"]
-    if pair:
-        a, b = names.index(pair[0]), names.index(pair[1])
-        stem = f"scatter_{_slug(pair[1])}_vs_{_slug(pair[0])}"
-        marked = tsea_scatter(shown[:, a], shown[:, b], pair[0], pair[1], out / f"{stem}.png", threshold=threshold,
-                              axis_label=label)
-        rows = [[f, f"{shown[f, a]:.3f}", f"{shown[f, b]:.3f}", f"{shown[f, b] - shown[f, a]:+.3f}"] for f in marked]
-        write_text_atomic(out / f"{stem}.html", figure_html(
-            f"TSEA: {pair[1]} vs {pair[0]}", (out / f"{stem}.png").read_bytes(),
-            note=f"score shown: {SCALE_NOTE[scale]}; marked: |{pair[1]} - {pair[0]}| > {threshold:g}" + (
-                "" if not null else f"; baseline: of {null['directions']} random unit directions, "
-                f"{null['beyond_threshold']['above']} lie above and {null['beyond_threshold']['below']} below"),
-            table={"caption": f"{len(marked)} features beyond the threshold (largest gap first)",
-                   "header": ["feature", pair[0], pair[1], "gap"], "rows": rows},
-            feature_href="feature-{}.html"))
-        result.update(scatter=[f"{stem}.png", f"{stem}.html"], scatter_pair=list(pair), marked=marked)
-    return result
+    parts, got = [], 0
+    for batch in iter_contexts(model, tokenizer, records, [hook], max_tokens=context, batch_size=batch_size):
+        acts = batch.acts[hook][batch.valid.to(batch.acts[hook].device)].float().cpu()
+        parts.append(acts[:tokens - got])
+        got += len(parts[-1])
+        if got >= tokens:
+            break
+    d = parts[0].shape[1] if parts else 0
+    return torch.cat(parts) if parts else torch.zeros(0, d)
 
 
-def _slug(name: str) -> str:
-    import re
-
-    return re.sub(r"[^\w.-]+", "_", name).strip("_")[:60] or "set"
-
-
-def analyze_tsea(model_dir: str | Path, sae_dir: str | Path, specs: Sequence[str], out: str | Path, *,
-                 data: Sequence[str | Path] | None = None, text_field: str = "text", max_docs: int | None = 10_000,
-                 multi: str = "drop", min_count: int = 1, device: str = "cpu", command_args: dict | None = None,
-                 **kwargs) -> dict:
-    """`babelscope analyze tsea`: token sets from the model's tokenizer, then `write_tsea`."""
+def analyze_tsea(cfg: TseaConfig, *, command_args: dict | None = None) -> dict:
+    """`babelscope analyze tsea`: token sets from the model's tokenizer, activations for the nulls from
+    `cfg.data`, then `write_tsea`."""
     import itertools
 
-    from babelscope.analysis.token_sets import build_sets
+    from babelscope.analysis.token_sets import build_sets, parse_specs
+    from babelscope.corpus import iter_corpus
     from babelscope.manifest import manifest
     from babelscope.models import load_model
     from babelscope.sae.io import load_sae
+    from babelscope.settings import as_dict
 
-    model, tokenizer = load_model(model_dir, device=device)
-    sae = load_sae(sae_dir)
+    model, tokenizer = load_model(cfg.model, device=cfg.device)
+    sae = load_sae(cfg.sae)
+    families = check_families([f for f in cfg.null if f != "none"])
     texts = None
-    if data:
-        from babelscope.corpus import iter_corpus
-
-        texts = (r["text"] for r in itertools.islice(iter_corpus(data, text_field), max_docs))
-    sets = build_sets(specs, tokenizer, texts=texts, multi=multi, min_count=min_count)
-    source = {"model": str(Path(model_dir).resolve()), "sae": str(Path(sae_dir).resolve()),
-              "data": [str(d) for d in data or []], "manifest": manifest("analyze tsea", command_args or {})}
-    W_dec = sae.W_dec.detach().float().to(next(model.parameters()).device)
-    return write_tsea(model, tokenizer, sae.cfg.hook_name, W_dec, sets, out, source=source, **kwargs)
+    if cfg.data:
+        texts = (r["text"] for r in itertools.islice(iter_corpus(cfg.data, cfg.text_field), cfg.max_docs))
+    sets = build_sets(parse_specs(cfg.sets), tokenizer, texts=texts, multi=cfg.multi, min_count=cfg.min_count)
+    device = next(model.parameters()).device
+    activations = None
+    if cfg.data and NEEDS_ACTIVATIONS & set(families):
+        records = iter_corpus(cfg.data, cfg.text_field)
+        raw = hook_activations(model, tokenizer, sae.cfg.hook_name, records, cfg.null_tokens, context=cfg.context)
+        activations = sae.normalize(raw.to(sae.W_dec.device)).detach().float().cpu()  # the SAE's input space
+    source = {"model": str(Path(cfg.model).resolve()), "sae": str(Path(cfg.sae).resolve()),
+              "data": [str(d) for d in cfg.data],
+              "manifest": manifest("analyze tsea", command_args if command_args is not None else as_dict(cfg))}
+    W_dec = sae.W_dec.detach().float().to(device)
+    pair = parse_specs([cfg.scatter]) if cfg.scatter else None
+    return write_tsea(model, tokenizer, sae.cfg.hook_name, W_dec, sets, cfg.out, p=cfg.weight,
+                      threshold=cfg.threshold, scale=cfg.scale, pair=pair, chunk=cfg.chunk, null=families,
+                      null_seeds=cfg.null_seeds, null_directions=cfg.null_directions, activations=activations,
+                      sae_seed=(sae.cfg.extra or {}).get("seed"), level=cfg.level, source=source)

@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Per-feature language distribution, class, entropies, monosemanticity.",
             description="Read a feature store (`babelscope analyze features`) and write, per feature: the "
                         "share of activating occurrences per document language, the class (a language if "
-                        "its share >= tau, else mixed), token and semantic entropy, R_mono and mean span "
-                        "length (measures.parquet/.csv), plus a summary row (summary.json/.csv).",
+                        "its share >= tau, else mixed; 'insufficient' below --min-activations), token and "
+                        "semantic entropy, R_mono and mean span length (measures.parquet/.csv), plus a summary row "
+                        "(summary.json/.csv).",
             settings="babelscope.analysis.languages:LanguagesConfig")
 
 
@@ -34,5 +35,8 @@ def run(cfg: LanguagesConfig) -> int:
     if summary["pair_link_rate"] > 0.05:
         print(f"babelscope: note: cosine > {summary['sim_threshold']:.3g} links {summary['pair_link_rate']:.0%} of "
               "random token pairs in these embeddings, so semantic clusters merge unrelated tokens and R_mono runs "
-              "high; --sim-threshold auto calibrates it", file=sys.stderr)
+              "high; --sim-threshold zmatch gives the study's 0.1 the same z-score at this width", file=sys.stderr)
+    if summary["n_insufficient"]:
+        print(f"babelscope: note: {summary['n_insufficient']} of {summary['n_alive']} live features have fewer than "
+              f"{cfg.min_activations} activating occurrences and are left out of shares and means", file=sys.stderr)
     return 0

@@ -31,9 +31,18 @@ promised warned sobbed gasped announced
 _CONJUNCTIONS = ("و", "ف")  # Arabic: وقال, فقالت
 
 
+_DIACRITICS = re.compile("[\u064B-\u0652\u0670\u0640]")  # Arabic short vowels, shadda, sukun, dagger alif, tatweel
+
+
+def strip_diacritics(text: str) -> str:
+    """`text` without Arabic diacritics and tatweel (قالَ -> قال, يُدعى -> يدعى); other characters unchanged."""
+    return _DIACRITICS.sub("", text)
+
+
 def is_speech_verb(word: str) -> bool:
-    """Whether `word` (any case; Arabic with or without a leading و/ف) is a speech verb of a dialogue tag."""
-    w = word.lower()
+    """Whether `word` (any case; Arabic with or without diacritics and a leading و/ف) is a speech verb of a
+    dialogue tag."""
+    w = strip_diacritics(word.lower())
     return w in SPEECH_VERBS or (len(w) > 3 and w[0] in _CONJUNCTIONS and w[1:] in SPEECH_VERBS)
 
 

@@ -103,11 +103,19 @@ def _from_json(text: str) -> dict[str, float]:
     return found
 
 
+def criterion_of(key: str) -> str | None:
+    """The criterion a JSON key names, or None. The key must equal an alias after normalising case, spaces,
+    '_' and '-', optionally followed by score/rating/grade ("Creativity", "creativity_score", "Grammar Rating");
+    "grammar_comment", "grammar_errors" or "consistency_notes" name no criterion."""
+    k = " ".join(re.sub(r"[_\-]+", " ", str(key)).lower().split())
+    k = re.sub(r"(?: (?:score|rating|grade))$", "", k)
+    return next((c for c, names in ALIASES.items() if k in names), None)
+
+
 def _from_mapping(obj: dict) -> dict[str, float]:
     found: dict[str, float] = {}
     for key, value in obj.items():
-        k = str(key).strip().lower()
-        crit = next((c for c, names in ALIASES.items() if any(k.startswith(n) for n in names)), None)
+        crit = criterion_of(key)
         if crit is None:
             if isinstance(value, dict):  # {"scores": {...}}
                 found.update(_from_mapping(value))
@@ -131,7 +139,7 @@ def _from_text(text: str) -> dict[str, float]:
     found: dict[str, float] = {}
     for crit, names in ALIASES.items():
         label = "|".join(re.escape(n) for n in names)
-        pattern = rf"(?<!\w)(?:{label})\w*{_GLUE}{_NUM}{_AFTER_NUM}{_DENOMINATOR}"
+        pattern = rf"(?<!\w)(?:{label})(?:[\s_-]*(?:score|rating|grade))?(?![\w-]){_GLUE}{_NUM}{_AFTER_NUM}{_DENOMINATOR}"
         for m in re.finditer(pattern, text, re.IGNORECASE):
             v = _value(m[1], m[2])
             if v is not None:

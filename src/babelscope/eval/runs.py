@@ -11,8 +11,9 @@ from babelscope.eval.settings import JudgeConfig, MarksConfig, PerplexityConfig
 
 PPL_COLUMNS = ["label", "docs", "tokens", "loss", "ppl", "bpb"]
 JUDGE_COLUMNS = ["model", "grammar", "creativity", "consistency", "judged", "failed"]
-MARK_COLUMNS = ["model", "texts", "names_english", "names_arabic", "english_name_share", "tags_after", "tags_before",
-                "quotes_untagged", "tag_after_share", "distinct_1", "distinct_2", "distinct_3"]
+MARK_COLUMNS = ["model", "texts", "names_english", "names_arabic", "english_name_share", "names_ambiguous",
+                "ambiguous_top", "tags_after", "tags_before", "quotes_untagged", "tag_after_share", "distinct_1",
+                "distinct_2", "distinct_3"]
 
 
 def perplexity_rows(cfg: PerplexityConfig) -> list[dict]:

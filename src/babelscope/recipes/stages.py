@@ -160,16 +160,21 @@ def _features(cfg, d: Path, ctx: Context) -> None:
 
 
 def _tsea(cfg, d: Path, ctx: Context) -> None:
+    from babelscope.analysis.name_bias import findings_lines, model_findings
     from babelscope.analysis.tsea import analyze_tsea
+    from babelscope.report.tsea import tsea_figures
 
-    meta = analyze_tsea(cfg.model, cfg.sae, cfg.sets, cfg.out, data=cfg.data or None, device=cfg.device,
-                        pair=cfg.scatter or None, null=cfg.null)
-    bt = meta.get("beyond_threshold", {})
-    ctx.log(f"beyond the threshold: {bt.get('above')} above, {bt.get('below')} below the diagonal")
+    meta = analyze_tsea(cfg)
+    tsea_figures(cfg.out)
+    if meta.get("null") and len(meta.get("scatter_pair") or []) == 2:
+        for line in findings_lines({"models": {"this": model_findings(meta)}}):
+            ctx.log(line)
 
 
 def _tsea_outputs(cfg, d: Path) -> dict[str, str]:
-    x, y = cfg.scatter
+    from babelscope.analysis.token_sets import parse_specs
+
+    x, y = parse_specs([cfg.scatter]) if cfg.scatter else parse_specs(cfg.sets)[1::-1]
     stem = f"scatter_{y}_vs_{x}"
     return {"main": str(d), "scatter": str(d / f"{stem}.png"), "page": str(d / f"{stem}.html"),
             "manhattan": str(d / "manhattan.png")}
@@ -240,7 +245,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("sae", "babelscope.sae.train:SAETrainSettings", _sae, _main(),
          {"out": _out(), "resume": lambda d, ctx: (d / "checkpoint.pt").exists()}, command=("sae", "train")),
     Kind("features", "babelscope.analysis.store:FeaturesConfig", _features, _main(), {"out": _out()}),
-    Kind("tsea", "babelscope.recipes.study_a:TseaStage", _tsea, _tsea_outputs, {"out": _out()}),
+    Kind("tsea", "babelscope.analysis.tsea:TseaConfig", _tsea, _tsea_outputs, {"out": _out()}),
     Kind("dashboard", "babelscope.report.dashboard:DashboardConfig", _dashboard, _main("index.html"),
          {"out": _out()}),
     Kind("sweep", "babelscope.recipes.sweep:StudyConfig", _sweep,

@@ -15,27 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from babelscope.analysis.intervals import INCONCLUSIVE, diff_proportions, verdict
-from babelscope.settings import Settings, csv, opt
+from babelscope.analysis.intervals import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, diff_proportions, verdict
+from babelscope.settings import Settings, opt
 
 NOT_RUN = "not run"
-
-
-@dataclass(kw_only=True)
-class TseaStage(Settings):
-    """TSEA of one model's SAE (the recipe stage; `babelscope analyze tsea` takes the same settings)."""
-
-    model: str = opt(help="HF model directory")
-    sae: str = opt(help="SAE directory")
-    out: str = opt(help="output directory")
-    sets: list[str] = opt(help="token sets", default_factory=lambda: ["english_names", "arabic_names",
-                                                                      "name_then_punct"], parse=csv)
-    data: list[str] = opt(help="corpus for name_then_punct", default_factory=list)
-    scatter: list[str] = opt(help="the scatter's two sets (x, y)", default_factory=lambda: ["arabic_names",
-                                                                                             "english_names"],
-                             parse=csv)
-    null: int | None = opt(None, "random directions scored as a baseline (default: as many as features)", ge=0)
-    device: str = opt("auto", "cpu, cuda or auto")
 
 
 @dataclass(kw_only=True)
@@ -89,12 +72,11 @@ def _share_claim(marks: dict, base: str, cp: str, k_key: str, n_keys: tuple[str,
 
 
 def _tsea_counts(tsea_dir: str) -> dict[str, Any]:
+    """The study's threshold count of a TSEA output (features > threshold from the diagonal, each side)."""
     meta = _read_json(str(Path(tsea_dir) / "meta.json")) or {}
     bt = meta.get("beyond_threshold", {})
-    null = (meta.get("null") or {}).get("beyond_threshold", {})
-    return {"features": meta.get("n_features"), "english_biased": bt.get("above"), "arabic_biased": bt.get("below"),
-            "null_english_biased": null.get("above"), "null_arabic_biased": null.get("below"),
-            "threshold": meta.get("threshold")}
+    return {"features": meta.get("n_features"), "above": bt.get("above"), "below": bt.get("below"),
+            "threshold": meta.get("threshold"), "pair": meta.get("scatter_pair")}
 
 
 def _sae_health(sae_dir: str) -> dict[str, Any]:
@@ -169,16 +151,28 @@ def _quality_claim(cfg: StudyAConfig, losses: dict) -> dict[str, Any]:
 
 
 def _tsea_claim(cfg: StudyAConfig) -> dict[str, Any]:
-    """English-name-biased features (TSEA), base vs CP, as a difference of shares of the SAE's features."""
+    """English-name-biased features (TSEA against null directions), base vs CP: the calibrated counts of
+    `analysis.name_bias`, the difference of shares (base - CP) under the first null family as the number."""
+    from babelscope.analysis.name_bias import name_bias_findings
+
     text = "English-name-biased SAE features (TSEA) largely disappear after continual pre-training"
-    paper = "qualitative (Figures 5-6): far fewer features above the diagonal after CP"
+    paper = "qualitative (Figures 5-6): far fewer features > 2 from the diagonal after CP; no count or null"
     if cfg.base not in cfg.tsea or cfg.cp not in cfg.tsea:
-        return claim("A4", text, paper, None, "negative")
-    b, c = _tsea_counts(cfg.tsea[cfg.base]), _tsea_counts(cfg.tsea[cfg.cp])
-    if not b["features"] or not c["features"] or b["english_biased"] is None or c["english_biased"] is None:
-        return claim("A4", text, paper, None, "negative")
-    d, lo, hi = diff_proportions(c["english_biased"], c["features"], b["english_biased"], b["features"])
-    ours = {"value": d, "low": lo, "high": hi, "base": b, "cp": c,
-            "unit": f"share of features > {b['threshold']:g} above the diagonal (cp - base)"}
-    return claim("A4", text, paper, ours, "negative",
-                 "threshold count; the same count for random directions is in base/cp.null_english_biased")
+        return claim("A4", text, paper, None, "positive")
+    findings = name_bias_findings({cfg.base: cfg.tsea[cfg.base], cfg.cp: cfg.tsea[cfg.cp]}, base=cfg.base,
+                                  cp=cfg.cp)
+    comparison = findings.get("comparison") or {}
+    if not comparison:
+        return claim("A4", text, paper, None, "positive")
+    family, first = next(iter(comparison.items()))
+    lo, hi = first["interval"]
+    ours = {"value": first["difference"], "low": lo, "high": hi, "family": family,
+            "base": first["base_count"], "cp": first["cp_count"],
+            "unit": f"share of features flagged English-biased against the {family} null, base - CP"}
+    row = claim("A4", text, paper, ours, "positive", "; ".join(r["line"] for r in comparison.values()))
+    row["verdict"] = FROM_FINDINGS.get(findings.get("verdict"), row["verdict"])
+    row["findings"] = findings
+    return row
+
+
+FROM_FINDINGS = {"supported": REPRODUCED, "not supported": NOT_REPRODUCED, "inconclusive at this scale": INCONCLUSIVE}

@@ -59,10 +59,10 @@ class SweepConfig(Settings):
                                           "MSE wins", flag="--lrs", gt=0.0)
     sae_batch: int | None = opt(None, "activations per SAE step (default: sae_tokens / 250, within 128..4096)", gt=0)
     tau: float = opt(0.9, "language threshold", gt=0.5, le=1.0)
-    sim_threshold: float | str = opt(0.1, "cosine similarity linking tokens in a semantic cluster (0.1), or 'auto'",
-                                     parse=parse_threshold)
-    link_rate: float = opt(0.01, "with --sim-threshold auto: the share of random token pairs linked", gt=0.0,
-                           le=1.0)
+    sim_threshold: float | str = opt(0.1, "cosine similarity linking tokens in a semantic cluster: a number (0.1), "
+                                          "'study' or 'zmatch' (0.1 x sqrt(3072 / d))", parse=parse_threshold)
+    min_activations: int = opt(10, "activating occurrences a feature needs to be classified; below it the feature "
+                                   "is 'insufficient' and left out of shares and means", ge=1)
     embeddings: str = opt("final", "embeddings for semantic clusters: final (each run's last checkpoint, as the "
                                    "study used one trained model), model (each checkpoint's own), or an HF model "
                                    "dir / .npy")
@@ -244,7 +244,7 @@ def run_checkpoint(c: Checkpoint, layers: Sequence[int], out: Path, sae_data: Pa
                         StoreConfig(tokens=cfg.store_tokens, context=cfg.context, label_field="lang"),
                         device=cfg.device)
         cols, summary = measures_from_store(store, tau=cfg.tau, embeddings=emb_source, embedding_matrix=emb,
-                                            sim_threshold=cfg.sim_threshold, link_rate=cfg.link_rate)
+                                            sim_threshold=cfg.sim_threshold, min_activations=cfg.min_activations)
         summary.update(run=c.run, checkpoint=c.name, step=c.step, train_tokens=c.tokens, layer=layer,
                        n_layers=n_layers, depth=layer / max(n_layers - 1, 1), sae_metrics=sae_metrics(cell / "sae"))
         write_measures(cell, cols, summary)
@@ -339,7 +339,7 @@ def collect(cells: Sequence[Path]) -> list[dict]:
 
 
 _RESULT_KEYS = ("k", "expansion", "d_sae", "sae_tokens", "store_tokens", "context", "lrs", "sae_batch", "tau",
-                "sim_threshold", "link_rate", "embeddings", "eval_frac", "hook_kind", "seed")
+                "sim_threshold", "min_activations", "embeddings", "eval_frac", "hook_kind", "seed")
 
 
 def check_settings(out: Path, cfg: SweepConfig) -> None:

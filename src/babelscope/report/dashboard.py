@@ -78,7 +78,8 @@ def svg_histogram(counts: Sequence[float], lo: float, hi: float, *, width: int =
 
 def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
     """{"sets": [...], "score": [F, S], "log_score": [F, S], "q": [F, S], "pair": the scatter's [x, y] sets} from
-    an `analyze tsea` output directory (None if none)."""
+    an `analyze tsea` output directory (None if none); q is the KS q-value (a set's logits vs the rest's), not the
+    calibrated test against null directions."""
     if tsea_dir is None:
         return None
     import pyarrow.parquet as pq
@@ -93,7 +94,8 @@ def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
     F = int(feature.max()) + 1 if len(feature) else 0
     col = np.array([sets.index(s) for s in names], dtype=np.int64)
     out: dict[str, Any] = {"sets": sets}
-    for key, column in (("score", "score"), ("log_score", "log_score"), ("q", "q_value")):
+    q_name = "ks_q_value" if "ks_q_value" in t.column_names else "q_value"  # older outputs: q_value
+    for key, column in (("score", "score"), ("log_score", "log_score"), ("q", q_name)):
         values = np.full((F, len(sets)), np.nan)
         if column in t.column_names:
             values[feature, col] = t.column(column).to_numpy(zero_copy_only=False)
@@ -312,11 +314,14 @@ class Dashboard:
 
 
 def figure_html(title: str, png: bytes, *, note: str = "", table: dict | None = None,
-                feature_href: str | None = None, index_href: str | None = None) -> str:
-    """An offline HTML page around a PNG figure (embedded) and an optional table of features."""
+                feature_href: str | None = None, index_href: str | None = None,
+                summary: dict | None = None, more: Sequence[tuple[str, bytes]] = ()) -> str:
+    """An offline HTML page around a PNG figure (embedded), an optional summary table (plain cells) before it,
+    more captioned PNGs after it, and an optional table of features (first cell linked with `feature_href`)."""
     return _env().get_template("figure.html.j2").render(
         title=title, png_b64=base64.b64encode(png).decode("ascii"), note=note, table=table,
-        feature_href=feature_href, index_href=index_href)
+        feature_href=feature_href, index_href=index_href, summary=summary,
+        more=[(c, base64.b64encode(b).decode("ascii")) for c, b in more])
 
 
 @dataclass(kw_only=True)

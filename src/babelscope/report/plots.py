@@ -1,4 +1,4 @@
-"""PNG figures (matplotlib, Agg): TSEA scatter and Manhattan plots, and a per-feature summary.
+"""PNG figures (matplotlib, Agg): TSEA scatter, gap histogram and Manhattan plots, and a per-feature summary.
 
 matplotlib draws text left to right and does not join Arabic letters, so every label goes through `shape()`:
 arabic_reshaper picks each letter's joined form and python-bidi puts right-to-left runs in visual order. The
@@ -55,20 +55,30 @@ def biased_features(x: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarra
 
 def tsea_scatter(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str, out: str | Path, *,
                  threshold: float, features: np.ndarray | None = None, title: str = "",
-                 axis_label: str = "enrichment score", max_labels: int = 12) -> list[int]:
-    """Scatter of two sets' scores per feature with the diagonal; features with |y - x| > threshold are
-    marked, the `max_labels` farthest (half on each side) labelled with their id. Returns the marked feature
-    ids (largest gap first)."""
+                 axis_label: str = "enrichment score", max_labels: int = 12, flagged: np.ndarray | None = None,
+                 flagged_label: str = "") -> list[int]:
+    """Scatter of two sets' scores per feature with the diagonal and the study's lines at +-`threshold`.
+
+    Without `flagged`, features with |y - x| > threshold are marked (the study's rule); with `flagged` (indices,
+    e.g. the features a calibrated test flags), those are marked instead and the threshold lines stay for
+    comparison. The `max_labels` farthest marked features (half on each side) carry their id. Returns the
+    marked feature ids (largest gap first)."""
     plt = _pyplot()
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ids = np.arange(len(x)) if features is None else np.asarray(features)
     ok = ~(np.isnan(x) | np.isnan(y))
-    marked = biased_features(np.where(ok, x, 0), np.where(ok, y, 0), threshold)
+    if flagged is None:
+        marked = biased_features(np.where(ok, x, 0), np.where(ok, y, 0), threshold)
+        label = f"|{shape(y_name)} - {shape(x_name)}| > {threshold:g}"
+    else:
+        marked = np.asarray(flagged, dtype=np.int64)
+        marked = marked[ok[marked]]
+        label = shape(flagged_label or "flagged")
     marked = marked[np.argsort(-np.abs(y[marked] - x[marked]), kind="stable")]
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
     ax.scatter(x[ok], y[ok], s=6, c="#8a8a8a", alpha=0.6, linewidths=0, label="features")
     if len(marked):
-        ax.scatter(x[marked], y[marked], s=22, c="#d62728", label=f"|{shape(y_name)} - {shape(x_name)}| > {threshold:g}")
+        ax.scatter(x[marked], y[marked], s=22, c="#d62728", label=label)
         gap = y[marked] - x[marked]
         for i in [*marked[gap > 0][:max_labels // 2], *marked[gap < 0][:max_labels // 2]]:
             ax.annotate(str(int(ids[i])), (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -78,7 +88,8 @@ def tsea_scatter(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str, out: st
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=0.8, ls="--")
     for sign in (1, -1):
         ax.plot([lo - pad, hi + pad], [lo - pad + sign * threshold, hi + pad + sign * threshold], color="#d62728",
-                lw=0.6, ls=":")
+                lw=0.6, ls=":", label=f"±{threshold:g} (the study's rule)" if sign == 1 and flagged is not None
+                else None)
     if not ok.any():
         ax.text(0.5, 0.5, "no scores to plot (is one of the token sets empty?)", ha="center", va="center",
                 transform=ax.transAxes, color="#d62728")
@@ -86,16 +97,53 @@ def tsea_scatter(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str, out: st
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(shape(f"{x_name} ({axis_label})"))
     ax.set_ylabel(shape(f"{y_name} ({axis_label})"))
-    ax.set_title(shape(title or f"TSEA: {y_name} vs {x_name}; {len(marked)} features beyond ±{threshold:g}"))
+    what = f"beyond ±{threshold:g}" if flagged is None else "flagged"
+    ax.set_title(shape(title or f"TSEA: {y_name} vs {x_name}; {len(marked)} features {what}"))
     ax.legend(loc="lower right", fontsize=8)
     _save(fig, out)
     plt.close(fig)
     return [int(ids[i]) for i in marked]
 
 
+def gap_histogram(gap: np.ndarray, null_gaps: dict[str, np.ndarray], out: str | Path, *, threshold: float,
+                  axis_label: str = "gap", title: str = "") -> Path:
+    """Density histograms of the features' gaps and of each null family's gaps on shared bins, with the study's
+    +-threshold: where the features' distribution leaves the nulls' is what the calibrated test counts."""
+    plt = _pyplot()
+    gap = np.asarray(gap, dtype=np.float64)
+    gap = gap[~np.isnan(gap)]
+    nulls = {k: np.asarray(v, dtype=np.float64)[~np.isnan(np.asarray(v, dtype=np.float64))]
+             for k, v in null_gaps.items()}
+    every = np.concatenate([gap, *nulls.values()]) if len(gap) or nulls else np.zeros(1)
+    lo, hi = (float(every.min()), float(every.max())) if every.size else (-1.0, 1.0)
+    lo, hi = min(lo, -threshold), max(hi, threshold)
+    bins = np.linspace(lo, hi, 61)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, (name, v) in enumerate(nulls.items()):
+        if v.size:
+            ax.hist(v, bins=bins, density=True, histtype="step", lw=1.2, color=colors[(j + 1) % len(colors)],
+                    label=f"null: {name} ({v.size})")
+    if gap.size:
+        ax.hist(gap, bins=bins, density=True, color="#333333", alpha=0.35, label=f"features ({gap.size})")
+    for t in (threshold, -threshold):
+        ax.axvline(t, color="#d62728", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel(shape(axis_label))
+    ax.set_ylabel("density (log)")
+    ax.set_title(shape(title or "gap per direction: features vs null families"))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = _save(fig, out)
+    plt.close(fig)
+    return path
+
+
 def manhattan(scores: dict[str, np.ndarray], out: str | Path, *, axis_label: str = "enrichment score",
-              top_n: int = 3, title: str = "") -> Path:
-    """One panel per set: score against feature index, the `top_n` highest features labelled."""
+              top_n: int = 3, title: str = "", highlight: dict[str, np.ndarray] | None = None,
+              highlight_label: str = "flagged") -> Path:
+    """One panel per set: score against feature index, the `top_n` highest features labelled; features in
+    `highlight[set]` (e.g. flagged by the calibrated test as favouring that set) drawn in red."""
     plt = _pyplot()
     names = list(scores)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
@@ -104,6 +152,11 @@ def manhattan(scores: dict[str, np.ndarray], out: str | Path, *, axis_label: str
         s = np.asarray(scores[name], dtype=np.float64)
         idx = np.arange(len(s))
         ax.scatter(idx, s, s=3, color=colors[j % len(colors)], linewidths=0)
+        marked = np.asarray((highlight or {}).get(name, []), dtype=np.int64)
+        if marked.size:
+            ax.scatter(marked, s[marked], s=12, color="#d62728", linewidths=0,
+                       label=f"{highlight_label} ({marked.size})")
+            ax.legend(loc="lower right", fontsize=7)
         ok = np.flatnonzero(~np.isnan(s))
         for i in ok[np.argsort(-s[ok], kind="stable")][:top_n]:
             ax.annotate(str(int(i)), (i, s[i]), fontsize=7, xytext=(2, 2), textcoords="offset points")

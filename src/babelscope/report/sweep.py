@@ -55,7 +55,7 @@ def draw_figures(out: str | Path, rows: list[dict], *, layer: int | None = None)
             axes[0].legend(fontsize=8)
             x, y = _series(one, "mean_r_mono")
             _, y2 = _series(one, "mean_r_mono_multi")
-            axes[1].plot(x, y, "o-", color="tab:blue", label="all live features")
+            axes[1].plot(x, y, "o-", color="tab:blue", label="features with enough activations")
             axes[1].plot(x, y2, "s--", color="tab:blue", alpha=0.6, label="without single-token features")
             axes[1].legend(fontsize=8)
             _decorate(axes, f"{run}, layer {at}")
@@ -103,8 +103,8 @@ def _decorate(axes, title: str, ylabels: Sequence[str] = ("mixed-language share"
         ax.grid(alpha=0.3)
 
 
-_PAGE_COLUMNS = ("run", "checkpoint", "train_tokens", "layer", "n_alive", "mixed_share", "mixed_share_t080",
-                 "mixed_share_t095", "mean_r_mono", "mean_r_mono_multi", "n_single_token", "mean_span",
+_PAGE_COLUMNS = ("run", "checkpoint", "train_tokens", "layer", "n_alive", "n_insufficient", "mixed_share",
+                 "mixed_share_t080", "mixed_share_t095", "mean_r_mono", "mean_r_mono_multi", "n_single_token", "mean_span",
                  "pair_link_rate")
 
 
@@ -131,7 +131,8 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 <h1>Bilingual study</h1>
 <p>Languages: {escape(", ".join(labels))}. A feature is <i>mixed</i> unless one language holds at least tau of its
 activating occurrences (activation &ge; 70% of its maximum); monosemanticity R_mono = 1 - H_sem / H_tok
-(single-token features count as 0; the dashed line leaves them out).</p>
+(single-token features count as 0; the dashed line leaves them out). Features with fewer activating occurrences
+than the minimum (n_insufficient) are left out of every share and mean.</p>
 {imgs}
 <h2>Cells</h2>
 <table><tr>{head}</tr>

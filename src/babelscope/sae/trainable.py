@@ -20,9 +20,7 @@ class TrainableSAE(nn.Module):
     def __init__(self, cfg: SAEConfig, *, device: str | torch.device = "cpu", seed: int = 0):
         super().__init__()
         self.cfg = cfg
-        g = torch.Generator().manual_seed(seed)
-        w = torch.randn(cfg.d_sae, cfg.d_in, generator=g, dtype=torch.float32)
-        w /= w.norm(dim=1, keepdim=True)
+        w = initial_decoder(cfg.d_sae, cfg.d_in, seed)
         self.W_dec = nn.Parameter(w.to(device))
         self.W_enc_T = nn.Parameter(w.clone().to(device))  # encoder = decoder transposed (Gao et al.)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device))
@@ -61,6 +59,14 @@ class TrainableSAE(nn.Module):
 
     def loss(self, u: torch.Tensor, dead: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
+
+
+def initial_decoder(d_sae: int, d_in: int, seed: int) -> torch.Tensor:
+    """The decoder [d_sae, d_in] a trainer starts from with `seed`: unit rows of a Gaussian draw. The TSEA
+    null's "untrained" family calls this too, so it follows any change to the initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(d_sae, d_in, generator=g, dtype=torch.float32)
+    return w / w.norm(dim=1, keepdim=True)
 
 
 def project_out_parallel(grad: torch.Tensor | None, rows: torch.Tensor) -> None:
