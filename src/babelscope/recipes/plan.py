@@ -266,10 +266,12 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
         k = max(1, min(s.get("k", 32), d // 4 if d else 32))
         cells = n_ckpt * layers
         sae_tok, store_tok = s.get("sae_tokens", 2_000_000), s.get("store_tokens", 500_000)
-        flops = cells * (sae_flops(d, d_sae, "topk", k) * sae_tok + 2 * d * d_sae * store_tok
+        n_lr = len(s.get("lrs", [1e-3]))
+        flops = cells * (sae_flops(d, d_sae, "topk", k) * sae_tok * n_lr + 2 * d * d_sae * store_tok
                          + 2 * shape.get("params", 0) * (sae_tok + store_tok))
         return Estimate(), Cost(tokens=cells * (sae_tok + store_tok), flops=flops, work="sae",
-                                note=f"{cells} cells ({n_ckpt} checkpoints x {layers} layers), SAE {d}x{d_sae}")
+                                note=f"{cells} cells ({n_ckpt} checkpoints x {layers} layers), SAE {d}x{d_sae}, "
+                                     f"{n_lr} lr")
     if kind == "inject":
         run = est.get(s.get("run")) if isinstance(s.get("run"), str) else None
         shape = (run.model if run else None) or {}
