@@ -120,3 +120,48 @@ def test_index_search_rtl_and_no_script_injection(server, tmp_path):
         browser.close()
     assert errors == []
     assert (tmp_path / "index.png").stat().st_size > 1000
+
+
+def test_report_page_shows_claims_a_figure_and_rtl_samples(tmp_path):
+    """The recipe report, opened from disk (offline): the claims tables, a figure that loads, Arabic samples
+    right to left, corpus text shown as text."""
+    from playwright.sync_api import sync_playwright
+
+    from babelscope.recipes.study_a import claim
+    from babelscope.report.plots import _pyplot
+    from babelscope.report.report import ReportConfig, write_report
+
+    _require_browser()
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "curve.png")
+    plt.close(fig)
+    summary = {"study": "A", "title": "Study A", "claims": [
+        claim("A1", "names <img src=x onerror=alert(1)>", "qualitative", {"value": -0.4, "low": -0.5, "high": -0.3},
+              "negative"),
+        claim("A2", "tags", "qualitative", None, "negative")]}
+    (tmp_path / "a.json").write_text(json.dumps(summary))
+    losses = tmp_path / "losses.json"
+    losses.write_text(json.dumps({"samples": {"base": ["كان هناك ولد صغير اسمه تيم"]}}, ensure_ascii=False))
+    page_path = write_report(ReportConfig(out=str(tmp_path / "report"), studies=[str(tmp_path / "a.json")],
+                                          figures={"A": [str(tmp_path / "curve.png")]}, samples=str(losses)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (errors.append("dialog: " + d.message), d.dismiss()))
+        page.goto(page_path.resolve().as_uri())
+        rows = page.locator("table.claims[data-study=A] tr[data-claim]")
+        assert rows.count() == 2
+        assert rows.first.locator("td.verdict").inner_text() == "reproduced"
+        assert "onerror" in rows.first.inner_text()  # shown as text, not run
+        img = page.locator("figure img").first
+        assert img.evaluate("el => el.complete && el.naturalWidth > 0")
+        sample = page.locator("p.example").first
+        assert sample.evaluate("el => getComputedStyle(el).direction") == "rtl"
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert (tmp_path / "report.png").stat().st_size > 1000
