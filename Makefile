@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/babelscope demo --out $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/babelscope run recipes/demo.toml --out $(DEMO_OUT)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -305,8 +305,13 @@ def measures_from_store(features_dir: str | Path, *, tau: float = 0.9, embedding
 
 
 def _layer_of(hook: str | None) -> int | None:
-    parts = (hook or "").split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "layers" and parts[1].isdigit() else None
+    """The layer of a hook name in either spelling (None for a name that is not a hook point)."""
+    from babelscope.models.hooks import HookPoint
+
+    try:
+        return HookPoint.parse(hook or "").layer
+    except UserError:
+        return None
 
 
 def write_measures(out: str | Path, cols: dict[str, np.ndarray], summary: dict[str, Any]) -> Path:

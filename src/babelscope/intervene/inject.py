@@ -24,6 +24,7 @@ them). So alpha = 0 or an empty mask reproduces the unmodified mid model exactly
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,21 @@ def check_pair(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any) -> None:
 
 # ---- the table ------------------------------------------------------------------------------------------------
 
+def _group(by_doc: dict[str, dict], lang_of: dict[str, str]) -> dict[str, dict]:
+    """Per-document scores summed into per-language and overall ones (loss, ppl, tokens)."""
+    sums: dict[str, list[float]] = {}
+    for d, r in by_doc.items():
+        for name in (lang_of[d], "all"):
+            acc = sums.setdefault(name, [0.0, 0.0])
+            acc[0] += r["loss"] * r["tokens"]
+            acc[1] += r["tokens"]
+    out = {}
+    for name, (nll, tokens) in sums.items():
+        loss = nll / max(tokens, 1)
+        out[name] = {"loss": loss, "ppl": math.exp(loss), "tokens": int(tokens)}
+    return out
+
+
 def _row(kind: str, alpha: float, n: int, n_selected: int, scores: dict[str, dict], labels: Sequence[str]) -> dict:
     row: dict[str, Any] = {"type": kind, "alpha": alpha, "n": n, "n_selected": n_selected}
     for name in [*labels, "all"]:
@@ -155,14 +171,16 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
                     alpha: float | Sequence[float] = 0.1, space: str = "raw", tau: float = 0.9,
                     max_tokens: int | None = None, batch_size: int = 16, device: str = "cpu",
                     work_dir: str | Path | None = None, store_tokens: int = 200_000,
-                    include_full: bool = True) -> list[dict]:
+                    include_full: bool = True, per_doc: dict | None = None) -> list[dict]:
     """Rows of Table 1: perplexity per language and overall for the unmodified mid model (`none`), the mid
     model with each type's features injected (a grid when several `n` or `alpha` are given), and the full
     model for reference. Feature classes come from the full model's feature store (built on `records` in
-    `work_dir` when `features_dir` is not given)."""
+    `work_dir` when `features_dir` is not given). With `per_doc`, each scored (type, alpha, n) also gets its
+    per-document (nll, tokens, language) there, for intervals over documents."""
     from babelscope.analysis.languages import check_labels, measures_from_store
     from babelscope.eval.perplexity import perplexity
     from babelscope.models import load_model
+    from babelscope.models.hooks import HookPoint
     from babelscope.sae.io import load_sae
 
     label_field = "lang"
@@ -174,7 +192,7 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
     sae = load_sae(sae_dir)
     sae.to(next(full.parameters()).device)
     hook = sae.cfg.hook_name
-    if layer is not None and hook.split(".")[:2] != ["layers", str(layer)]:
+    if layer is not None and HookPoint.parse(hook).layer != layer:
         raise UserError(f"--layer {layer} does not match the SAE's hook {hook}")
     check_pair(full, mid, sae, hook, full_dir, mid_dir)
 
@@ -189,11 +207,19 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
     ns = [n] if isinstance(n, int) else list(n)
     alphas = [alpha] if isinstance(alpha, int | float) else list(alpha)
 
-    def ppl(model, forward=None) -> dict[str, dict]:
-        return perplexity(model, tok, records, max_tokens=max_tokens, batch_size=batch_size,
-                          label_field=label_field, forward=forward)
+    docs = [{**r, "_doc": str(i)} for i, r in enumerate(records)]
+    lang_of = {str(i): str(r[label_field]) for i, r in enumerate(records)}
 
-    rows = [_row(NONE, 0.0, 0, 0, ppl(mid), labels)]
+    def ppl(model, forward=None, key: tuple | None = None) -> dict[str, dict]:
+        """Scores per language and overall, from one pass scored per document (kept in `per_doc[key]`)."""
+        by_doc = perplexity(model, tok, docs, max_tokens=max_tokens, batch_size=batch_size, label_field="_doc",
+                            forward=forward)
+        by_doc.pop("all")
+        if per_doc is not None and key is not None:
+            per_doc[key] = {d: (r["loss"] * r["tokens"], r["tokens"], lang_of[d]) for d, r in by_doc.items()}
+        return _group(by_doc, lang_of)
+
+    rows = [_row(NONE, 0.0, 0, 0, ppl(mid, key=(NONE, 0.0, 0)), labels)]
     d_sae = int(sae.cfg.d_sae)
     for a in alphas:
         for k in kinds:
@@ -203,7 +229,7 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
                 ids = select_features(cols["class"], cols["frequency"], cols["feature"], k, count)
                 fwd = injected_forward(full, mid, sae, hook, feature_mask(ids, d_sae), a, space=space,
                                        bos_token_id=tok.bos_token_id)
-                rows.append(_row(k, a, count, len(ids), ppl(mid, fwd), labels))
+                rows.append(_row(k, a, count, len(ids), ppl(mid, fwd, key=(k, a, count)), labels))
     if include_full:
         rows.append(_row(FULL, float("nan"), 0, 0, ppl(full), labels))
     base = rows[0]
@@ -255,6 +281,17 @@ def write_table(out: str | Path, rows: list[dict], labels: Sequence[str]) -> Pat
     return out
 
 
+def write_doc_scores(stem: Path, per_doc: dict) -> None:
+    """documents.parquet/.csv: per (type, alpha, n) and document its summed NLL, tokens and language."""
+    import pyarrow as pa
+
+    from babelscope.files import write_table_atomic
+
+    rows = [{"type": k[0], "alpha": k[1], "n": k[2], "doc": d, "lang": lang, "nll": nll, "tokens": tokens}
+            for k, docs in per_doc.items() for d, (nll, tokens, lang) in docs.items()]
+    write_table_atomic(stem, pa.Table.from_pylist(rows))
+
+
 def run_injection(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Path, data: Sequence[str | Path],
                   out: str | Path, *, max_docs: int | None = None, command_args: dict | None = None,
                   **kwargs: Any) -> tuple[list[dict], list[str]]:
@@ -268,8 +305,10 @@ def run_injection(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Path
 
     records = list(itertools.islice(iter_corpus(data), max_docs))
     labels = check_labels(records, "lang")
-    rows = injection_table(full_dir, mid_dir, sae_dir, records, work_dir=out, **kwargs)
+    per_doc: dict = {}
+    rows = injection_table(full_dir, mid_dir, sae_dir, records, work_dir=out, per_doc=per_doc, **kwargs)
     write_table(out, rows, labels)
+    write_doc_scores(Path(out) / "documents", per_doc)
     args = {k: v for k, v in (command_args or {}).items() if not callable(v)}
     write_json_atomic(Path(out) / "manifest.json", manifest("intervene inject", args))
     return rows, labels

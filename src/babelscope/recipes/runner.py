@@ -254,9 +254,25 @@ def run_recipe(spec: str | Path, out: str | Path | None = None, overrides: tuple
         log(f"{tag}: finished in {seconds:.0f} s")
     summary = _summary(recipe, root, states, round(time.time() - t_all, 1))
     write_json_atomic(root / "summary.json", summary)
+    for line in claim_lines(summary):
+        print(line)
     log(f"all {total} stages done; {root / 'summary.json'}" + (
         f", report {states['report'].outputs['main']}" if "report" in states and states["report"].enabled else ""))
     return summary
+
+
+def claim_lines(summary: dict[str, Any]) -> list[str]:
+    """The studies' claims as printable lines: ours with its interval beside the paper's number, the verdict."""
+    from babelscope.report.report import claim_cells
+
+    lines = []
+    for study in summary.get("studies", {}).values():
+        lines.append(f"\nStudy {study.get('study')}: {study.get('title', '')}")
+        for c in map(claim_cells, study.get("claims", [])):
+            lines.append(f"  {c['id']} {c['verdict'].upper():<26} {c['claim']}")
+            lines.append(f"      ours {c['ours_text']} {c['interval_text']} {c['unit']}".rstrip())
+            lines.append(f"      paper: {c['paper']}")
+    return lines
 
 
 def _now() -> str:

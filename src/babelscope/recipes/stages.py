@@ -140,14 +140,16 @@ def _sae(cfg, d: Path, ctx: Context) -> None:
 
 
 def resolve_hook(model_dir: str, hook: str) -> str:
-    """A hook name with `last` (or a negative index) as its layer, resolved against the model's depth."""
+    """A hook name with `last` (or a negative index) as its layer, resolved against the model's depth: a recipe
+    names the last MLP layer of a model it has not trained yet."""
     import json
+    import re
 
-    parts = hook.split(".")
-    if len(parts) > 1 and (parts[1] == "last" or parts[1].startswith("-")):
-        n = json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"]
-        parts[1] = str(n - 1 if parts[1] == "last" else n + int(parts[1]))
-    return ".".join(parts)
+    m = re.match(r"^(layers|blocks)\.(last|-\d+)\.(.+)$", hook)
+    if not m:
+        return hook
+    n = json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"]
+    return f"{m[1]}.{n - 1 if m[2] == 'last' else n + int(m[2])}.{m[3]}"
 
 
 def _features(cfg, d: Path, ctx: Context) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from babelscope.analysis.languages import parse_threshold
 from babelscope.errors import UserError
-from babelscope.models.hooks import KINDS
+from babelscope.models.hooks import KINDS, HookPoint
 from babelscope.settings import Settings, csv, opt
 
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
@@ -233,7 +233,7 @@ def run_checkpoint(c: Checkpoint, layers: Sequence[int], out: Path, sae_data: Pa
         if not sae_finished(sae_dir):
             if model is None:
                 model, tok = load_model(c.path, device=cfg.device)
-            train_cell_sae(model, tok, f"layers.{layer}.{cfg.hook_kind}", sae_data, sae_dir, cfg)
+            train_cell_sae(model, tok, HookPoint(layer, cfg.hook_kind).format(), sae_data, sae_dir, cfg)
     del model
     rows = []
     for layer in todo:
