@@ -6,7 +6,8 @@ Each stage's work is counted in tokens and FLOPs (training 6 N T, forward passes
 matrix shapes), then turned into time twice:
 
 - on this machine, from a short calibration measured now: a few training steps of each model shape the recipe
-  trains, a few SAE steps of each SAE shape, and a forward pass (capped sizes, a few seconds in all);
+  trains, a few SAE steps of each SAE shape, and a forward pass (capped sizes, a few seconds in all), timed on
+  one thread and scaled to the machine's cores;
 - on a named accelerator, from its bf16 dense peak at a stated utilisation (35% by default), divided over the
   stage's processes.
 
@@ -51,25 +52,45 @@ class Cost:
     work: str = "forward"  # forward | train:<shape> | sae:<shape> | api
     requests: int = 0
     seconds: float = 0.0  # CPU-bound work with a known rate (the same on any accelerator)
+    sorted_elements: float = 0.0  # sorting work (TSEA's rankings), timed here by a sort calibration
     note: str = ""
 
 
 # ---- calibration -------------------------------------------------------------------------------------------------
 
 class Calibration:
-    """Measured FLOP rates of this machine: per LM shape (training and forward) and per SAE shape."""
+    """Measured FLOP rates of this machine: per LM shape (training and forward) and per SAE shape.
 
-    def __init__(self, budget_s: float = 0.5):
+    Each is timed on one thread (a busy machine makes multi-threaded timings meaningless: oversubscribed OpenMP
+    threads slow torch by 5-20x) and scaled to the machine's cores at 80% efficiency per extra core."""
+
+    def __init__(self, budget_s: float = 0.5, cores: int | None = None):
+        import os
+
         self.budget_s = budget_s
+        self.scale = 1 + 0.8 * (max(1, cores or os.cpu_count() or 1) - 1)
         self._rates: dict[str, float] = {}
 
     def rate(self, work: str, shape: dict[str, Any] | None = None) -> float:
+        import torch
+
         key = f"{work}:{sorted((shape or {}).items())}"
         if key not in self._rates:
             fn = {"train": self._train_rate, "forward": self._forward_rate, "sae": self._sae_rate,
-                  "gemm": self._gemm_rate}[work]
-            self._rates[key] = fn(shape or {})
+                  "gemm": self._gemm_rate, "sort": self._sort_rate}[work]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                self._rates[key] = fn(shape or {}) * self.scale
+            finally:
+                torch.set_num_threads(threads)
         return self._rates[key]
+
+    def _sort_rate(self, shape: dict[str, Any]) -> float:
+        import numpy as np
+
+        keys = np.random.default_rng(0).integers(0, 2**62, (64, 16384))
+        return keys.size / self._timed(lambda: np.sort(keys, axis=1))
 
     def _gemm_rate(self, shape: dict[str, Any]) -> float:
         import torch
@@ -245,17 +266,24 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
         sae = (est.get(s.get("sae")) or Estimate()).sae or {}
         tokens = s.get("tokens", 1_000_000)
         flops = 2 * tokens * (shape.get("params", 0) + sae.get("d_in", 0) * sae.get("d_sae", 0))
-        return Estimate(extra={"features": sae.get("d_sae", 0)}), Cost(tokens=tokens, flops=flops)
+        return Estimate(model=shape, extra={"features": sae.get("d_sae", 0)}), Cost(tokens=tokens, flops=flops)
     if kind == "tsea":
         shape = _model_of(s.get("model"), est) or {}
         sae = (est.get(s.get("sae")) or Estimate()).sae or {}
-        n = sae.get("d_sae", 0) * 9  # the features and 8 null draws
-        flops = 2.0 * n * shape.get("hidden", 0) * shape.get("vocab", 0) * 2
-        return Estimate(), Cost(flops=flops, note="logit weights and sorts of features and null directions")
+        null = s.get("null", ["untrained", "isotropic", "covariance", "activations"])
+        per_family = (s.get("null_directions") or sae.get("d_sae", 0)) * s.get("null_seeds", 8)
+        n = sae.get("d_sae", 0) + len([f for f in null if f != "none"]) * per_family
+        vocab = shape.get("vocab", 0)
+        # logit weights (through W_down for mlp.act), then a sort of the vocabulary per direction
+        flops = n * (2.0 * sae.get("d_in", 0) * shape.get("hidden", 0) + 2.0 * shape.get("hidden", 0) * vocab)
+        return Estimate(), Cost(flops=flops, sorted_elements=float(n) * vocab,
+                                note=f"{n:,} directions (features and null draws)")
     if kind == "dashboard":
         shape = _model_of(s.get("features"), est) or {}
         pages = s.get("tsea_top") or s.get("limit") or 100
-        return Estimate(), Cost(flops=pages * 30 * 128 * 2 * shape.get("params", 0), note=f"{pages} pages")
+        # per page ~70 example contexts of ~128 tokens, each scored clean and with the feature removed
+        flops = pages * 70 * 128 * 2 * 2 * shape.get("params", 0)
+        return Estimate(), Cost(flops=flops, tokens=pages * 70 * 128, note=f"{pages} pages")
     if kind == "sweep":
         run = est.get(s.get("checkpoints")) if isinstance(s.get("checkpoints"), str) else None
         shape = (run.model if run else None) or {}
@@ -341,6 +369,8 @@ def plan(recipe: Recipe, *, accelerator: str = "h100", utilisation: float = 0.35
                 rate = _rate(cal, spec.kind, c, e, s, est)
                 here = c.flops / rate if rate else float("nan")
             acc = c.flops / (peak * max(1, spec.nproc) * (0.9 if spec.nproc > 1 else 1.0))
+            if c.sorted_elements and cal is not None:
+                here += c.sorted_elements / cal.rate("sort")
             if c.requests:
                 api = c.requests * API_SECONDS / max(1, s.get("concurrency", 4))
                 here, acc = here + api, acc + api
