@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,9 @@ def run_judge(cfg: JudgeConfig) -> int:
     if failures:
         print(f"{len(failures)} of {n_items} completions have no scores (first: {failures[0]['error']}); the "
               f"judge's raw answers are in {Path(cfg.out) / 'judgements.jsonl'}")
+    if n_items and len(failures) == n_items:  # a run whose every record failed is a failed run
+        print(f"babelscope: error: no completion was judged ({failures[0]['error']})", file=sys.stderr)
+        return 1
     return 0
 
 
