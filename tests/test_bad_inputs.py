@@ -53,6 +53,7 @@ CORPUS_COMMANDS = {
     "intervene-inject": ["intervene", "inject", "--full", "{model}", "--mid", "{model}", "--sae", "{sae}",
                          "--data", "{bad}", *OUT],
     "study-bilingual": ["study", "bilingual", "--checkpoints", "{run}/checkpoints", "--data", "{bad}", *OUT],
+    "eval-translation": ["eval", "translation", "--hyp", "{bad}", "--ref", "{corpus}", "--out", "{tmp}/out.json"],
 }
 
 MODEL_CLASSES = {"file": "{file}", "empty-dir": "{emptydir}", "bad-config": "{world}/model_badcfg",
@@ -68,6 +69,7 @@ MODEL_COMMANDS = {
     "train-init-from": ["train", "--init-from", "{bad}", "--data", "{corpus}", *OUT, "--max-steps", "1"],
     "intervene-inject": ["intervene", "inject", "--full", "{model}", "--mid", "{bad}", "--sae", "{sae}",
                          "--data", "{corpus}", *OUT],
+    "export-model": ["export", "model", "--model", "{bad}", *OUT],
 }
 
 SAE_CLASSES = {"file": "{file}", "empty-dir": "{emptydir}", "non-json-cfg": "{world}/sae_nonjson",
@@ -82,6 +84,7 @@ SAE_COMMANDS = {
     "generate-steer": ["generate", "--model", "{model}", "--sae", "{bad}", "--steer", "0:1", "--prompt", "a",
                        "--max-new-tokens", "2"],
     "dashboard": ["dashboard", "--features", "{store}", *OUT, "--model", "{model}", "--sae", "{bad}"],
+    "export-sae": ["export", "sae", "--sae", "{bad}", *OUT],
     "intervene-inject": ["intervene", "inject", "--full", "{model}", "--mid", "{model}", "--sae", "{bad}",
                          "--data", "{corpus}", *OUT],
 }
@@ -89,6 +92,7 @@ SAE_COMMANDS = {
 STORE_CLASSES = {"file": "{file}", "empty-dir": "{emptydir}", "non-json-meta": "{world}/store_nonjson",
                  "truncated-parquet": "{world}/store_cut", "garbage-parquet": "{world}/store_garbage"}
 STORE_COMMANDS = {
+    "export-features": ["export", "features", "--features", "{bad}", *OUT],
     "dashboard": ["dashboard", "--features", "{bad}", *OUT, "--no-model"],
     "analyze-languages": ["analyze", "languages", "--features", "{bad}", *OUT],
     "browse": ["browse", "{bad}", "--no-model", "--port", "1"],
@@ -115,7 +119,10 @@ DIR_OUTPUT_COMMANDS = {
                          "--data", "{corpus}", "--out", "{out}"],
     "study-bilingual": ["study", "bilingual", "--checkpoints", "{run}/checkpoints", "--data", "{corpus}",
                         "--out", "{out}"],
-    "demo": ["demo", "--out", "{out}", "--stories", "10"],
+    "demo": ["demo", "--out", "{out}"],
+    "export-model": ["export", "model", "--model", "{model}", "--out", "{out}"],
+    "export-sae": ["export", "sae", "--sae", "{sae}", "--out", "{out}"],
+    "export-features": ["export", "features", "--features", "{store}", "--out", "{out}"],
 }
 FILE_OUTPUT_COMMANDS = {
     "corpus-storyworld": ["corpus", "storyworld", "--stories", "2", "--out", "{out}.jsonl"],
@@ -123,6 +130,8 @@ FILE_OUTPUT_COMMANDS = {
     "sae-eval": ["sae", "eval", "--sae", "{sae}", "--model", "{model}", "--data", "{corpus}", "--out", "{out}.json"],
     "translate": ["translate", "{corpus}", "{out}.jsonl", "--model", "{model}"],
     "synth": ["synth", "--base-url", URL, "--model", "m", "--n", "2", "--out", "{out}.jsonl", "--max-retries", "0"],
+    "eval-translation": ["eval", "translation", "--hyp", "{corpus}", "--ref", "{corpus}", "--key", "id",
+                         "--out", "{out}.json"],
 }
 OUTPUT_CLASSES = {"file-as-dir": "{tmp}/afile", "under-a-file": "{tmp}/afile/sub", "read-only": "{ro}/out"}
 FILE_OUTPUT_CLASSES = {"dir-as-file": "{tmp}/adir", "under-a-file": "{tmp}/afile/sub", "read-only": "{ro}/out"}
@@ -176,7 +185,7 @@ FLAG_CASES = {  # out-of-range numbers (and a bad settings file): the flag or fi
     "inject-tau-low": (["intervene", "inject", "--full", "{model}", "--mid", "{model}", "--sae", "{sae}", "--data",
                         "{corpus}", *OUT, "--tau", "0.3"], "--tau"),
     "browse-port-huge": (["browse", "{store}", "--port", "70000"], "--port"),
-    "demo-stories-0": (["demo", *OUT, "--stories", "0"], "--stories"),
+    "demo-set-unknown": (["demo", *OUT, "--set", "nosuchstage.tokens=5"], "nosuchstage"),
     "translate-beam-0": (["translate", "{corpus}", "{tmp}/t.jsonl", "--model", "{model}", "--beam-size", "0"],
                          "--beam-size"),
     "sae-eval-tokens-0": (["sae", "eval", "--sae", "{sae}", "--model", "{model}", "--data", "{corpus}",
@@ -199,6 +208,8 @@ def _cases() -> list[tuple[str, list[str], str, str | None]]:
                                    (STORE_COMMANDS, STORE_CLASSES, "store")):
         for cmd, argv in table.items():
             for cls, path in classes.items():
+                if cmd == "export-sae" and cls in ("width-mismatch", "foreign-hook"):
+                    continue  # exporting an SAE pairs it with no model
                 cases.append((f"{cmd}/{prefix}-{cls}", [a.replace("{bad}", path) for a in argv], path, None))
     for table, classes in ((DIR_OUTPUT_COMMANDS, OUTPUT_CLASSES), (FILE_OUTPUT_COMMANDS, FILE_OUTPUT_CLASSES)):
         for cmd, argv in table.items():

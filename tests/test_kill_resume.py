@@ -207,5 +207,6 @@ def test_study_bilingual_killed_mid_sweep(tokenizer_dir, bilingual_records, tmp_
     _killed(f"fsync:{n}", *args, "--out", killed)
     assert run_cli(*args, "--out", killed) == 0
     assert _stale(killed) == []
-    a, b = (pacsv.read_csv(d / "summary.csv") for d in (tmp_path / "straight", killed))
-    assert a.equals(b)
+    a, b = (pacsv.read_csv(d / "summary.csv").to_pylist() for d in (tmp_path / "straight", killed))
+    where = [lambda row, d: {k: v for k, v in row.items() if not (isinstance(v, str) and str(d) in v)}][0]
+    assert [where(r, tmp_path / "straight") for r in a] == [where(r, killed) for r in b]  # all but the paths

@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_translation(cfg: TranslationEvalConfig) -> int:
     from babelscope.eval.tables import format_table
     from babelscope.eval.translation import COLUMNS, evaluate
-    from babelscope.files import write_json_atomic
+    from babelscope.files import check_output, write_json_atomic
 
+    if cfg.out:
+        check_output(cfg.out, directory=False)
     result = evaluate(cfg)
     print(format_table(result["rows"], COLUMNS + (["comet"] if cfg.comet else []), digits=2))
     for name, sig in result["signatures"].items():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from babelscope.corpus import iter_corpus
 from babelscope.data.sentences import join_units, split_units
 from babelscope.errors import UserError
 from babelscope.files import Journal, write_json_atomic
+from babelscope.inputs import read_json
 from babelscope.manifest import manifest
 from babelscope.progress import progress
 from babelscope.resume import check, record
@@ -64,10 +64,7 @@ def check_translation_dir(path: str | Path) -> Path:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise UserError("not a translation model directory (no config.json or CTranslate2 model.bin)", path=path)
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read config.json ({e})", path=path) from None
+    cfg = read_json(cfg_path, "config.json")
     if not cfg.get("is_encoder_decoder"):
         what = (cfg.get("architectures") or [cfg.get("model_type", "unknown model")])[0]
         raise UserError(f"not a translation model: this is a {what}; expected an NLLB/M2M100 "

@@ -202,13 +202,14 @@ def _run_distributed(st: StageState, cfg: Any, nproc: int) -> None:
 def run_recipe(spec: str | Path, out: str | Path | None = None, overrides: tuple[str, ...] | list[str] = (),
                *, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Run (or resume, or skip) every stage; returns and writes OUT/summary.json."""
-    from babelscope.files import write_json_atomic
+    from babelscope.files import check_output, write_json_atomic
     from babelscope.manifest import manifest
     from babelscope.settings import as_dict
 
     recipe = load_recipe(spec, overrides)
     root = Path(out or recipe.meta.get("out") or f"{recipe.name}_out")
     inputs = check_inputs(recipe)
+    check_output(root, directory=True, what="run directory")
     defaults = recipe.defaults
     states = prepare(recipe, root, inputs, defaults)
     root.mkdir(parents=True, exist_ok=True)
