@@ -34,16 +34,19 @@ def _file_digest(path: Path, h: Any) -> int:
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:
-    """{path, size, sha256} of a file, or of a directory's files (top level, hidden ones skipped); a path that
-    does not exist gets size -1 (a resume then fails only if it existed before)."""
+    """{path, size, sha256} of a file, or of a directory's files (all levels; hidden ones, such as what a killed
+    write left, skipped); a path that does not exist gets size -1 (a resume then fails only if it existed)."""
     p = Path(path)
     h = hashlib.sha256()
     if p.is_file():
         size = _file_digest(p, h)
     elif p.is_dir():
         size = 0
-        for f in sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")):
-            h.update(f.name.encode() + b"\0")
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            rel = f.relative_to(p)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            h.update(str(rel).encode() + b"\0")
             size += _file_digest(f, h)
     else:
         return {"path": str(p.absolute()), "size": -1, "sha256": ""}
