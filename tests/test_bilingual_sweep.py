@@ -178,5 +178,5 @@ def test_a_study_dir_keeps_its_settings(tmp_path):
     check_settings(out, SweepConfig())  # nothing saved yet
     (out / "sweep.json").write_text(json.dumps({"config": {"k": 32, "sae_tokens": 1000, "device": "cpu"}}))
     check_settings(out, SweepConfig(sae_tokens=1000, device="cuda"))  # the device does not change results
-    with pytest.raises(UserError, match="made with sae_tokens=1000, now 2000"):
+    with pytest.raises(UserError, match="sae_tokens was 1000, now 2000"):
         check_settings(out, SweepConfig(sae_tokens=2000))

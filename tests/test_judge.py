@@ -152,7 +152,7 @@ def test_score_table_averages():
 @pytest.mark.slow
 def test_judge_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     """A real server with the tiny model judges: its answers cannot be parsed, so every item is retried, recorded
-    as failed and counted; completions are two per prompt per model; a rerun resumes without new work."""
+    as failed and counted (and the run, with nothing judged, exits 1); completions are two per prompt per model; a rerun resumes without new work."""
     import shutil
 
     from babelscope.serve import create_app
@@ -170,8 +170,10 @@ def test_judge_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
                 "--out", str(out), "--lang", "ar", "--limit", "2", "--max-new-tokens", "8", "--judge-retries", "1",
                 "--device", "cpu"]
         main_rc = run_cli(*args)
-        assert main_rc == 0
-        printed = capsys.readouterr().out
+        captured = capsys.readouterr()
+        printed = captured.out
+        # Every answer of the tiny judge is unparsable: the run is a failure (exit 1), its records all kept.
+        assert main_rc == 1 and "no completion was judged" in captured.err
         completions = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
         assert len(completions) == 2 * 2 * 2
         assert {(c["model"], c["prompt_id"]) for c in completions} == \
@@ -186,7 +188,7 @@ def test_judge_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
         assert sum(int(r["failed"]) + int(r["judged"]) for r in rows) == 8
         assert "grammar" in printed and "run_a" in printed
         # Resuming does no new work.
-        assert run_cli(*args) == 0
+        assert run_cli(*args) == 1
         assert len((out / "judgements.jsonl").read_text().splitlines()) == 8
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["args"]["judge_model"] == "judge"

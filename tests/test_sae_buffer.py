@@ -84,7 +84,7 @@ def test_model_source_and_cache(tmp_path, tiny_model_dir, bilingual_records):
     torch.testing.assert_close(torch.cat(list(CacheSource(tmp_path / "c", 10, 50, chunk=7))), acts[10:50])
     # reused as long as it matches and is big enough
     assert build_cache(iter(()), tmp_path / "c", 90, describe={"hook": "layers.1.mlp.act"})["rows"] == 100
-    with pytest.raises(UserError, match="was made for"):
+    with pytest.raises(UserError, match="cache was started with other settings or inputs: hook was"):
         build_cache(iter(()), tmp_path / "c", 90, describe={"hook": "layers.0.mlp.act"})
     with pytest.raises(UserError, match="corpus too small: it gave 120 activations, 500"):
         build_cache(ModelSource(model, tok, lambda: bilingual_records[:40], "layers.1.mlp.act",

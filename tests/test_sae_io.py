@@ -91,7 +91,7 @@ def test_bad_directories_are_one_line_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"sae_weights\.safetensors: tensor 'W_dec' has shape \(10, 12\)"):
         load_sae(tmp_path)
     (tmp_path / "sae_weights.safetensors").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="cannot read weights"):
+    with pytest.raises(UserError, match="truncated or corrupt safetensors file"):
         load_sae(tmp_path)
     (tmp_path / "sae_weights.safetensors").unlink()
     with pytest.raises(UserError, match=r"no sae_weights\.safetensors"):

@@ -68,6 +68,8 @@ def test_resume_after_a_kill_gives_the_same_sae(tmp_path, arch):
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             torch.testing.assert_close(getattr(a, name), getattr(b, name))
     assert res.grid == ref.grid
+    # the logged loss history is the same too: the window the kill fell in (steps 9-16) is not cut short
+    assert read_training(tmp_path / "run")["history"] == read_training(tmp_path / "ref")["history"]
     # resuming a finished run is a no-op that returns its result
     again = train_on_source(TensorSource(acts[1000:]), acts[:1000], tcfg, scfg, out_dir=tmp_path / "run",
                             resume=True, callback=lambda s, i: pytest.fail("trained again"))
@@ -111,11 +113,13 @@ def test_bad_input_is_a_user_error(tmp_path, tiny_model_dir, bilingual_records):
           "positions": "all"}
     with pytest.raises(UserError, match=r"no hook point 'layers.5.mlp.act'; valid: layers\.\{0\.\.1\}"):
         train_sae(tiny_model_dir, "layers.5.mlp.act", bilingual_records, tmp_path / "a", **kw)
-    with pytest.raises(UserError, match="corpus too small"):
-        train_sae(tiny_model_dir, "layers.1.mlp.act", bilingual_records[:20], tmp_path / "b", **kw)
-    with pytest.raises(UserError, match="corpus too small"):
+    # More training tokens than the corpus gives is fine (epochs); a validation set it cannot fill is not.
+    big_val = {**kw, "val_tokens": 5000}
+    with pytest.raises(UserError, match=r"corpus too small: it gave .* the validation set alone needs 5000"):
+        train_sae(tiny_model_dir, "layers.1.mlp.act", bilingual_records[:20], tmp_path / "b", **big_val)
+    with pytest.raises(UserError, match=r"corpus too small: it gave .* 5256 are needed"):
         train_sae(tiny_model_dir, "layers.1.mlp.act", bilingual_records[:20], tmp_path / "c",
-                  cache_dir=tmp_path / "cache", **kw)
+                  cache_dir=tmp_path / "cache", **big_val)
     model, tok = load_model(tiny_model_dir)
     sae = SAE(SAEConfig(arch="topk", d_in=32, d_sae=64, k=4, hook_name="layers.1.mlp.act"))
     with pytest.raises(UserError, match=r"SAE width mismatch: the SAE reads d_in=32 .* width 64"):

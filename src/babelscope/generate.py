@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from babelscope.intervene.steer import MODES, Steer, parse_steer
-from babelscope.settings import Settings, opt
+from babelscope.settings import SEED, Settings, opt
 
 
 @dataclass(kw_only=True)
@@ -23,7 +23,7 @@ class GenerateConfig(Settings):
     temperature: float = opt(1.0, "sampling temperature; 0 for greedy decoding", ge=0.0)
     top_k: int | None = opt(None, "sample among the k most likely tokens", gt=0)
     top_p: float | None = opt(None, "nucleus sampling: the smallest set holding this probability", gt=0.0, le=1.0)
-    seed: int | None = opt(None, "seed of the sampling")
+    seed: int | None = opt(None, "seed of the sampling", **SEED)
     device: str = opt("auto", "cpu, cuda or auto")
     json: bool = opt(False, "print one JSON object per completion")
     sae: str | None = opt(None, "SAE directory whose features --steer names")

@@ -25,16 +25,19 @@ from babelscope.errors import UserError
 
 T = TypeVar("T")
 _META = "babelscope"
+SEED = {"ge": 0, "le": 2**32 - 1}  # the bounds of every seed field: what NumPy, torch and Python all accept
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
         flag: str | None = None, short: str | None = None, positional: bool = False, choices: Any = None,
         parse: Callable[[str], Any] | None = None, metavar: str | None = None, cli: bool = True,
-        nargs: str | None = None, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+        nargs: str | None = None, gt: float | None = None, ge: float | None = None, le: float | None = None,
+        lt: float | None = None) -> Any:
     """A dataclass field with its flag's help and spelling, and the bounds a number must keep (`gt`, `ge`, `le`,
-    checked for every element of a list) wherever the value comes from (see the module docstring)."""
+    `lt`, checked for every element of a list) wherever the value comes from (see the module docstring)."""
     meta = {_META: {"help": help, "flag": flag, "short": short, "positional": positional, "choices": choices,
-                    "parse": parse, "metavar": metavar, "cli": cli, "nargs": nargs, "gt": gt, "ge": ge, "le": le}}
+                    "parse": parse, "metavar": metavar, "cli": cli, "nargs": nargs, "gt": gt, "ge": ge, "le": le,
+                    "lt": lt}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -71,6 +74,8 @@ def csv(value: str) -> list[str]:
 def _split(value: Any) -> list:
     if isinstance(value, list | tuple):
         return list(value)
+    if not isinstance(value, str):  # one number from a settings file: a list of one (a string list rejects it)
+        return [value]
     items = [v.strip() for v in str(value).split(",") if v.strip()]
     if not items:
         raise ValueError("expected a comma-separated list")
@@ -143,6 +148,9 @@ def coerce(hint: Any, value: Any, parse: Callable[[str], Any] | None = None, *, 
     if origin in (list, tuple):
         args = [a for a in typing.get_args(inner) if a is not Ellipsis] or [str]
         items = [_scalar(args[0])(v) for v in _split(value)]
+        fixed = origin is tuple and Ellipsis not in typing.get_args(inner) and len(args) > 1
+        if fixed and len(items) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {len(items)}")
         return tuple(items) if origin is tuple else items
     return _scalar(inner)(value)
 
@@ -241,13 +249,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """A settings file: TOML (`.toml`) or JSON, one flat table of field names."""
     import tomllib
 
+    from babelscope.inputs import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("no such settings file", path=path) from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"not UTF-8 text (byte {e.start})", path=path) from None
+    text = read_text(path, "settings file")
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
@@ -293,7 +298,7 @@ def check_bounds(label: str, value: Any, meta: dict, where: str | Path | None = 
         if not isinstance(v, int | float) or isinstance(v, bool):
             continue
         for key, ok, word in (("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
-                              ("le", lambda a, b: a <= b, "<=")):
+                              ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
             bound = meta.get(key)
             if bound is not None and not ok(v, bound):
                 raise UserError(f"{label} must be {word} {bound:g}, got {v:g}", path=where)

@@ -59,7 +59,8 @@ class LanguagesConfig(Settings):
                                    "model dir with the same tokenizer, or a .npy [vocab, d] matrix")
     sim_threshold: float | str = opt(0.1, "cosine similarity that links two tokens: a number (0.1, the study's), "
                                           "'study', or 'zmatch': 0.1 x sqrt(3072 / d), the cosine with the study's "
-                                          "z-score at embedding width d", parse=parse_threshold)
+                                          "z-score at embedding width d", parse=parse_threshold,
+                                     ge=-1.0, le=1.0)
     min_activations: int = opt(MIN_ACTIVATIONS, "activating occurrences a feature needs to be classified; below it "
                                                 "the feature is 'insufficient' and left out of shares and means", ge=1)
 REPORT_TAUS = (0.8, 0.9, 0.95)
@@ -257,9 +258,12 @@ def load_embeddings(spec: str | Path, *, model_dir: str | Path | None = None,
         spec = str(model_dir)
     path = Path(spec)
     if path.suffix == ".npy":
-        if not path.exists():
-            raise UserError("no such embeddings file", path=path)
-        return np.load(path).astype(np.float32), str(path)
+        from babelscope.inputs import load_npy
+
+        emb = load_npy(path)
+        if emb.ndim != 2:
+            raise UserError(f"expected a [vocab, d] matrix, got shape {tuple(emb.shape)}", path=path)
+        return emb.astype(np.float32), str(path)
     from babelscope.models import load_model
 
     model, tok = load_model(path, device="cpu")
@@ -333,6 +337,9 @@ def write_measures(out: str | Path, cols: dict[str, np.ndarray], summary: dict[s
 
 def analyze_languages(features_dir: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
     """`babelscope analyze languages`: measures for one store, written to `out`; returns the summary row."""
+    from babelscope.files import check_output
+
+    check_output(out, directory=True)
     cols, summary = measures_from_store(features_dir, **kwargs)
     summary["features_dir"] = str(features_dir)
     write_measures(out, cols, summary)

@@ -43,7 +43,6 @@ Output tables (the interface later analyses read; `FeatureStore` reads them back
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -156,12 +155,12 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
     params = {**cfg.shard_params(), **(source or {}), "hook": hook}
     state_path = cache / STATE
     if state_path.exists():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        if state.get("params") != params:
-            diff = sorted(k for k in set(params) | set(state.get("params", {}))
-                          if params.get(k) != state.get("params", {}).get(k))
-            raise UserError(f"the feature cache was written with other settings ({', '.join(diff)}); use the same "
-                            "settings to resume, or delete the cache directory to start over", path=cache)
+        from babelscope.inputs import read_json
+        from babelscope.resume import check
+
+        state = read_json(state_path, STATE)
+        check(state.get("params"), params, where=cache, what="the feature cache",
+              hint="use the same settings to resume, or delete the cache directory to start over")
     else:
         state = {"params": params, "complete": False}
         write_json_atomic(state_path, state)
@@ -280,26 +279,28 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
                 command_args: dict | None = None) -> dict[str, Any]:
     """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content."""
     from babelscope.corpus import iter_corpus
+    from babelscope.files import check_output, removed_on_error, sweep_stale
     from babelscope.manifest import manifest
-    from babelscope.models import load_model
-    from babelscope.sae.io import load_sae
+    from babelscope.sae.pairing import load_pair
 
-    out = Path(out)
+    out = check_output(out, directory=True, what="feature store")
+    from babelscope.resume import record
+
     source = {"model": str(Path(model_dir).resolve()), "sae": str(Path(sae_dir).resolve()),
               "data": [str(Path(d).resolve()) for d in data], "text_field": text_field}
-    done = _finished(out, source, cfg)
+    inputs = record({"text_field": text_field}, {"model": model_dir, "sae": sae_dir, "data": list(data)})
+    done = _finished(out, inputs, cfg)
     if done is not None:  # the same store is already complete: nothing to redo
         return done
-    model, tokenizer = load_model(model_dir, device=device)
-    sae = load_sae(sae_dir, device=next(model.parameters()).device)
-    hook = sae.cfg.hook_name
-    if not hook:
-        raise UserError("the SAE's cfg.json names no hook point (metadata.hook_name)", path=sae_dir)
-    state = write_shards(model, tokenizer, sae, hook, iter_corpus(data, text_field), out / CACHE, cfg,
-                         source=source)
+    records = iter_corpus(data, text_field)  # a bad corpus fails before the model loads
+    model, tokenizer, sae, hook = load_pair(model_dir, sae_dir, device=device)
+    sweep_stale(out)
+    sweep_stale(out / CACHE)
+    with removed_on_error(out, keep=lambda: bool(shard_paths(out / CACHE))):
+        state = write_shards(model, tokenizer, sae, hook, records, out / CACHE, cfg, source=inputs)
     result = aggregate(out / CACHE, cfg, n_features=int(sae.cfg.d_sae), vocab_size=len(tokenizer))
     meta = {
-        **source, "hook": hook, "tokenizer": str(Path(model_dir).resolve()),
+        **source, "inputs": inputs, "hook": hook, "tokenizer": str(Path(model_dir).resolve()),
         "tokens": result["tokens"], "tokens_requested": cfg.tokens, "budget_reached": state["tokens"] >= cfg.tokens,
         "n_docs": result["n_docs"], "n_contexts": result["n_contexts"], "n_features": int(sae.cfg.d_sae),
         "vocab_size": result["vocab_size"], "label_field": cfg.label_field, "labels": result["labels"],
@@ -313,14 +314,16 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
     return meta
 
 
-def _finished(out: Path, source: dict, cfg: StoreConfig) -> dict | None:
-    """meta.json of a complete store built from the same inputs and settings, else None."""
+def _finished(out: Path, inputs: dict, cfg: StoreConfig) -> dict | None:
+    """meta.json of a complete store built from the same inputs (by content) and settings, else None."""
+    from babelscope.inputs import read_json
+    from babelscope.resume import same
+
     path = out / "meta.json"
     if not path.exists() or any(not (out / f"{t}.parquet").exists() for t in TABLES):
         return None
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    same = all(meta.get(k) == v for k, v in source.items()) and meta.get("config") == asdict(cfg)
-    return meta if same else None
+    meta = read_json(path, "meta.json")
+    return meta if same(meta.get("inputs"), inputs) and same(meta.get("config"), asdict(cfg)) else None
 
 
 def _columns(table) -> dict[str, Any]:
@@ -340,11 +343,14 @@ class FeatureStore:
     """Read a feature store directory: `meta`, `features()`, `attributions()`, `examples(f)`, `contexts(ids)`."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        from babelscope.inputs import check_dir, field, read_json
+
+        self.path = check_dir(path, "feature store directory")
         if not (self.path / "meta.json").exists():
             raise UserError("not a feature store (no meta.json); build one with `babelscope analyze features`",
                             path=self.path)
-        self.meta: dict[str, Any] = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+        self.meta: dict[str, Any] = read_json(self.path / "meta.json", "meta.json")
+        field(self.meta, "n_features", int, self.path / "meta.json")
         self._examples: dict[str, Any] | None = None
         self._ex_index: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -354,9 +360,9 @@ class FeatureStore:
 
     def table(self, name: str) -> Any:
         """The raw pyarrow table `name` (features, attributions, examples, contexts)."""
-        import pyarrow.parquet as pq
+        from babelscope.inputs import read_parquet
 
-        return pq.read_table(self.path / f"{name}.parquet")
+        return read_parquet(self.path / f"{name}.parquet")
 
     def features(self) -> dict[str, np.ndarray]:
         """Per-feature columns as numpy arrays; `hist` is [F, hist_bins]."""

@@ -124,10 +124,10 @@ def regex_set(name: str, tokenizer, pattern: str) -> TokenSet:
 
 def file_set(path: str | Path, tokenizer, *, multi: str = "drop") -> TokenSet:
     """A token set from a text file, one word or vocabulary token per line."""
+    from babelscope.inputs import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError("token-set file does not exist", path=path)
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln.strip() for ln in read_text(path, "token-set file").splitlines()]
     words = [ln for ln in lines if ln and not ln.startswith("#")]
     if not words:
         raise UserError("token-set file has no entries", path=path)

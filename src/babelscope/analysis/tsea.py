@@ -452,30 +452,30 @@ def analyze_tsea(cfg: TseaConfig, *, command_args: dict | None = None) -> dict:
 
     from babelscope.analysis.token_sets import build_sets, parse_specs
     from babelscope.corpus import iter_corpus
+    from babelscope.files import check_output
     from babelscope.manifest import manifest
-    from babelscope.models import load_model
-    from babelscope.sae.io import load_sae
+    from babelscope.sae.pairing import load_pair
     from babelscope.settings import as_dict
 
-    model, tokenizer = load_model(cfg.model, device=cfg.device)
-    sae = load_sae(cfg.sae)
     families = check_families([f for f in cfg.null if f != "none"])
     texts = None
     if cfg.data:
         texts = (r["text"] for r in itertools.islice(iter_corpus(cfg.data, cfg.text_field), cfg.max_docs))
+    check_output(cfg.out, directory=True)
+    model, tokenizer, sae, hook = load_pair(cfg.model, cfg.sae, device=cfg.device)
     sets = build_sets(parse_specs(cfg.sets), tokenizer, texts=texts, multi=cfg.multi, min_count=cfg.min_count)
     device = next(model.parameters()).device
     activations = None
     if cfg.data and NEEDS_ACTIVATIONS & set(families):
         records = iter_corpus(cfg.data, cfg.text_field)
-        raw = hook_activations(model, tokenizer, sae.cfg.hook_name, records, cfg.null_tokens, context=cfg.context)
+        raw = hook_activations(model, tokenizer, hook, records, cfg.null_tokens, context=cfg.context)
         activations = sae.normalize(raw.to(sae.W_dec.device)).detach().float().cpu()  # the SAE's input space
     source = {"model": str(Path(cfg.model).resolve()), "sae": str(Path(cfg.sae).resolve()),
               "data": [str(d) for d in cfg.data],
               "manifest": manifest("analyze tsea", command_args if command_args is not None else as_dict(cfg))}
     W_dec = sae.W_dec.detach().float().to(device)
     pair = parse_specs([cfg.scatter]) if cfg.scatter else None
-    return write_tsea(model, tokenizer, sae.cfg.hook_name, W_dec, sets, cfg.out, p=cfg.weight,
+    return write_tsea(model, tokenizer, hook, W_dec, sets, cfg.out, p=cfg.weight,
                       threshold=cfg.threshold, scale=cfg.scale, pair=pair, chunk=cfg.chunk, null=families,
                       null_seeds=cfg.null_seeds, null_directions=cfg.null_directions, activations=activations,
                       sae_seed=(sae.cfg.extra or {}).get("seed"), level=cfg.level, source=source)

@@ -39,12 +39,20 @@ def main(argv: list[str] | None = None) -> None:
         else:
             rc = args.func(args)
     except UserError as e:
-        print(f"babelscope: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        print(f"babelscope: error: {e.filename}: {e.strerror}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"babelscope: error: {e}", 2)
+    except OSError as e:  # what no up-front check can foresee (a disk filling up mid-run, a file removed)
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"babelscope: error: {where}{e.strerror or e}", 2)
     except KeyboardInterrupt:
-        print("babelscope: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("babelscope: interrupted", 130)
     sys.exit(rc or 0)
+
+
+def _fail(line: str, code: int) -> None:
+    """Print one error line (on a line of its own, below any progress bar) and exit with `code`."""
+    if "tqdm" in sys.modules:
+        from babelscope.progress import close_all
+
+        close_all()
+    print(" ".join(line.split()), file=sys.stderr)
+    sys.exit(code)

@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command, group
+from babelscope.files import dumps
 
 if TYPE_CHECKING:
     from babelscope.analysis.store import FeaturesConfig
@@ -48,8 +49,7 @@ def run_features(cfg: FeaturesConfig) -> int:
 
     meta = build_store(cfg.model, cfg.sae, cfg.data, cfg.out, narrow(cfg, StoreConfig), text_field=cfg.text_field,
                        device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg))
-    print(json.dumps({k: meta[k] for k in ("tokens", "n_docs", "n_features", "labels", "hook")},
-                     ensure_ascii=False))
+    print(dumps({k: meta[k] for k in ("tokens", "n_docs", "n_features", "labels", "hook")}))
     return 0
 
 

@@ -30,8 +30,11 @@ def storyworld(cfg: StoryworldConfig) -> int:
     from babelscope.progress import progress
 
     langs = check_options(cfg.langs, cfg.style, cfg.dialogue_before_rate)
+    from babelscope.files import check_output
+
     _common.require(corpus_format(cfg.out) in ("jsonl", "parquet") and not cfg.out.endswith(".gz"),
                     f"{cfg.out}: storyworld writes .jsonl or .parquet")
+    check_output(cfg.out, directory=False)
     records = generate_stories(cfg.stories, langs, cfg.style, cfg.seed, cfg.dialogue_before_rate)
     bar = progress(records, total=cfg.stories * len(langs), desc="storyworld", unit="rec", unit_scale=True)
     n = write_corpus(cfg.out, bar)

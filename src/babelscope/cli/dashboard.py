@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command
+from babelscope.files import dumps
 
 if TYPE_CHECKING:
     from babelscope.report.dashboard import DashboardConfig
@@ -23,5 +23,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(cfg: DashboardConfig) -> int:
     from babelscope.report.dashboard import make_site
 
-    print(json.dumps(make_site(cfg)))
+    print(dumps(make_site(cfg)))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_translation(cfg: TranslationEvalConfig) -> int:
     from babelscope.eval.tables import format_table
     from babelscope.eval.translation import COLUMNS, evaluate
-    from babelscope.files import write_json_atomic
+    from babelscope.files import check_output, write_json_atomic
 
+    if cfg.out:
+        check_output(cfg.out, directory=False)
     result = evaluate(cfg)
     print(format_table(result["rows"], COLUMNS + (["comet"] if cfg.comet else []), digits=2))
     for name, sig in result["signatures"].items():
@@ -68,6 +71,9 @@ def run_judge(cfg: JudgeConfig) -> int:
     if failures:
         print(f"{len(failures)} of {n_items} completions have no scores (first: {failures[0]['error']}); the "
               f"judge's raw answers are in {Path(cfg.out) / 'judgements.jsonl'}")
+    if n_items and len(failures) == n_items:  # a run whose every record failed is a failed run
+        print(f"babelscope: error: no completion was judged ({failures[0]['error']})", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,15 +21,15 @@ def run(cfg: GenerateConfig) -> int:
     from babelscope.models import load_model
 
     require(not cfg.steer or cfg.sae, "--steer needs --sae (the SAE whose features it names)")
-    model, tok = load_model(cfg.model, device=cfg.device)
     patches = []
     if cfg.steer:
         from babelscope.intervene.steer import steering_patches
-        from babelscope.sae.io import load_sae
+        from babelscope.sae.pairing import load_pair
 
-        sae = load_sae(cfg.sae)
-        sae.to(next(model.parameters()).device)
+        model, tok, sae, _ = load_pair(cfg.model, cfg.sae, device=cfg.device)
         patches = steering_patches(sae, cfg.steer, cfg.steer_mode)
+    else:
+        model, tok = load_model(cfg.model, device=cfg.device)
     outs = generate(model, tok, cfg.prompt, n=cfg.n, max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed, patches=patches)
     for prompt, completions in zip(cfg.prompt, outs, strict=True):

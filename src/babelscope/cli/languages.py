@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command
 from babelscope.cli.analyze import analyze_commands
+from babelscope.files import dumps
 
 if TYPE_CHECKING:
     from babelscope.analysis.languages import LanguagesConfig
@@ -31,7 +31,7 @@ def run(cfg: LanguagesConfig) -> int:
 
     options = {k: v for k, v in asdict(cfg).items() if k not in ("features", "out")}
     summary = analyze_languages(cfg.features, cfg.out, **options)
-    print(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
+    print(dumps(summary, indent=2))
     if summary["pair_link_rate"] > 0.05:
         print(f"babelscope: note: cosine > {summary['sim_threshold']:.3g} links {summary['pair_link_rate']:.0%} of "
               "random token pairs in these embeddings, so semantic clusters merge unrelated tokens and R_mono runs "

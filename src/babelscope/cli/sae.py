@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from babelscope.cli._common import command, group
+from babelscope.files import dumps
 
 if TYPE_CHECKING:
     from babelscope.sae.metrics import SAEEvalConfig
@@ -39,18 +39,18 @@ def run_train(cfg: SAETrainSettings) -> int:
 
 def run_eval(cfg: SAEEvalConfig) -> int:
     from babelscope.corpus import iter_corpus
-    from babelscope.files import write_json_atomic
-    from babelscope.models import load_model
-    from babelscope.sae import load_sae
+    from babelscope.files import check_output, write_json_atomic
     from babelscope.sae.metrics import evaluate_sae
+    from babelscope.sae.pairing import load_pair
 
-    sae = load_sae(cfg.sae)
-    model, tok = load_model(cfg.model, device=cfg.device)
-    sae = sae.to(next(model.parameters()).device)
-    metrics = evaluate_sae(sae, model, tok, iter_corpus(cfg.data, cfg.text_field), tokens=cfg.tokens,
-                           hook=cfg.hook, positions=cfg.positions, context_size=cfg.context_size,
+    records = iter_corpus(cfg.data, cfg.text_field)
+    if cfg.out:
+        check_output(cfg.out, directory=False)
+    model, tok, sae, hook = load_pair(cfg.model, cfg.sae, device=cfg.device, hook=cfg.hook)
+    metrics = evaluate_sae(sae, model, tok, records, tokens=cfg.tokens,
+                           hook=hook, positions=cfg.positions, context_size=cfg.context_size,
                            batch_size=cfg.batch_size, lm_loss=cfg.lm_loss)
     if cfg.out:
         write_json_atomic(cfg.out, metrics)
-    print(json.dumps(metrics, indent=2))
+    print(dumps(metrics, indent=2))
     return 0

@@ -28,11 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(cfg: SynthConfig) -> int:
     from babelscope.data.client import OpenAIClient
     from babelscope.data.synth import summary_path, synth_prompt, synthesize
+    from babelscope.files import check_output
 
     if cfg.dry_run:
         for i in range(min(cfg.n, 3)):
             print(json.dumps(synth_prompt(i, cfg.lang, cfg.seed).__dict__, ensure_ascii=False))
         return 0
+    check_output(cfg.out, directory=False)
     key = os.environ.get(cfg.api_key_env) or None
     with OpenAIClient(cfg.base_url, key, key_name=cfg.api_key_env, timeout=cfg.timeout,
                       max_retries=cfg.max_retries) as client:
@@ -47,4 +49,7 @@ def run(cfg: SynthConfig) -> int:
         print(f"first {reason} refusal: {message}", file=sys.stderr)
     if stats.written or stats.already:
         print(f"summary: {summary_path(cfg.out)}", file=sys.stderr)
+    if cfg.n > stats.already and not stats.written:
+        print(f"babelscope: error: every prompt failed (given up: {gave_up}); nothing was written", file=sys.stderr)
+        return 1
     return 0

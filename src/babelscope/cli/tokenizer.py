@@ -19,9 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(cfg: TokenizerConfig) -> int:
     from babelscope.corpus import iter_corpus
+    from babelscope.files import check_output
     from babelscope.tokenizer import iter_texts, train_tokenizer
 
-    tok = train_tokenizer(iter_texts(iter_corpus(cfg.data, cfg.text_field)), cfg.vocab_size, cfg.out,
+    records = iter_corpus(cfg.data, cfg.text_field)
+    check_output(cfg.out, directory=True)
+    tok = train_tokenizer(iter_texts(records), cfg.vocab_size, cfg.out,
                           min_frequency=cfg.min_frequency, model_max_length=cfg.context)
     print(f"tokenizer with {len(tok)} tokens written to {cfg.out}")
     return 0

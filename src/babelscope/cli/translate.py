@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(job: TranslateJob) -> int:
     from babelscope.data.translate import check_inputs, load_backend, translate_corpus
+    from babelscope.files import check_output
 
     check_inputs(job.inputs, job.text_field)  # a bad input fails before the model loads
+    check_output(job.out, directory=False)
     running = None
     if job.ref:
         from babelscope.eval.translation import RunningScore

@@ -6,13 +6,13 @@ Nothing reads a whole file into memory; a bad record raises a UserError naming t
 
 from __future__ import annotations
 
-import gzip
-import io
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from babelscope.errors import UserError
+from babelscope.inputs import check_file, check_text, iter_lines, iter_text, parquet_file
 
 EOT = "<|endoftext|>"
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "txt", ".parquet": "parquet"}
@@ -30,12 +30,6 @@ def corpus_format(path: str | Path) -> str:
     return fmt
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _check_text(record: dict, text_field: str, path: Path, line: int) -> dict:
     text = record.get(text_field)
     if not isinstance(text, str):
@@ -50,17 +44,16 @@ def _check_text(record: dict, text_field: str, path: Path, line: int) -> dict:
 
 def read_jsonl(path: str | Path, text_field: str = "text") -> Iterator[dict]:
     path = Path(path)
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"not valid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
-            if not isinstance(record, dict):
-                raise UserError(f"expected a JSON object, got {type(record).__name__}", path=path, line=lineno)
-            yield _check_text(record, text_field, path, lineno)
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"not valid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+        if not isinstance(record, dict):
+            raise UserError(f"expected a JSON object, got {type(record).__name__}", path=path, line=lineno)
+        yield _check_text(record, text_field, path, lineno)
 
 
 def read_txt(path: str | Path, chunk_chars: int = 1 << 20) -> Iterator[dict]:
@@ -68,46 +61,44 @@ def read_txt(path: str | Path, chunk_chars: int = 1 << 20) -> Iterator[dict]:
     path = Path(path)
     index = 0
     buf = ""
-    with _open_text(path) as f:
-        while True:
-            chunk = f.read(chunk_chars)
-            buf += chunk
-            parts = buf.split(EOT)
-            # The last part may continue in the next chunk (or be cut inside a delimiter); keep it.
-            buf = parts.pop() if chunk else ""
-            for part in parts:
-                text = part.strip()
-                if text:
-                    yield {"id": f"{path.stem}-{index}", "text": text}
-                    index += 1
-            if not chunk:
-                return
+    for chunk in itertools.chain(iter_text(path, chunk_chars), [""]):
+        buf += chunk
+        parts = buf.split(EOT)
+        # The last part may continue in the next chunk (or be cut inside a delimiter); keep it.
+        buf = parts.pop() if chunk else ""
+        for part in parts:
+            text = part.strip()
+            if text:
+                yield {"id": f"{path.stem}-{index}", "text": text}
+                index += 1
 
 
 def read_parquet(path: str | Path, text_field: str = "text", batch_rows: int = 4096) -> Iterator[dict]:
-    import pyarrow.parquet as pq
-
     path = Path(path)
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt or non-Parquet file
-        raise UserError(f"not a readable Parquet file ({e})", path=path) from None
+    pf = parquet_file(path)
     if text_field not in pf.schema_arrow.names:
         raise UserError(f"no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)})", path=path)
     row = 0
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        for record in batch.to_pylist():
-            row += 1
-            yield _check_text(record, text_field, Path(f"{path} row"), row)
+    try:
+        batches = iter(pf.iter_batches(batch_size=batch_rows))
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            for record in batch.to_pylist():
+                row += 1
+                yield _check_text(record, text_field, Path(f"{path} row"), row)
+    except (OSError, ValueError) as e:  # a row group cut short (pyarrow's ArrowInvalid is a ValueError)
+        raise UserError(f"truncated or corrupt Parquet data after row {row} ({e})", path=path) from None
 
 
 def read_corpus(path: str | Path, text_field: str = "text") -> Iterator[dict]:
     """Stream the records of one corpus file."""
     path = Path(path)
-    if not path.exists():
-        raise UserError("no such file", path=path)
     if path.is_dir():
         raise UserError("is a directory; pass the corpus files themselves", path=path)
+    check_file(path)
     fmt = corpus_format(path)
     if fmt == "jsonl":
         return read_jsonl(path, text_field)
@@ -116,16 +107,40 @@ def read_corpus(path: str | Path, text_field: str = "text") -> Iterator[dict]:
     return read_parquet(path, text_field)
 
 
-def iter_corpus(paths: Iterable[str | Path], text_field: str = "text", *,
-                require_nonempty: bool = True) -> Iterator[dict]:
-    """Stream the records of several files in order; an empty corpus is an error, not a silent no-op."""
+def check_corpus(paths: Iterable[str | Path], text_field: str = "text", *, require_nonempty: bool = True
+                 ) -> list[Path]:
+    """Fail now, before any work, on a missing, binary, misnamed or unreadable corpus file, an unknown format,
+    a first record that is not valid, or (with `require_nonempty`) no record at all; returns the paths."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise UserError("no corpus files given")
-    for p in paths:  # fail before any work on a missing file or an unknown format
-        if not p.exists():
-            raise UserError("no such file", path=p)
-        corpus_format(p)
+    for p in paths:
+        if p.is_dir():
+            raise UserError("is a directory; pass the corpus files themselves", path=p)
+        check_file(p)
+        if corpus_format(p) != "parquet":
+            check_text(p)
+    found = False
+    for p in paths:
+        for _ in read_corpus(p, text_field):
+            found = True
+            break
+    if not found and require_nonempty:
+        raise UserError("corpus is empty (no records with text)", path=", ".join(map(str, paths)))
+    return paths
+
+
+def iter_corpus(paths: Iterable[str | Path], text_field: str = "text", *,
+                require_nonempty: bool = True) -> Iterator[dict]:
+    """Stream the records of several files in order; an empty corpus is an error, not a silent no-op.
+
+    The files are checked when this is called (`check_corpus`), not when the first record is asked for, so a
+    command that takes the stream fails on a bad file before it loads a model."""
+    paths = check_corpus(paths, text_field, require_nonempty=require_nonempty)
+    return _records(paths, text_field, require_nonempty)
+
+
+def _records(paths: list[Path], text_field: str, require_nonempty: bool) -> Iterator[dict]:
     n = 0
     for p in paths:
         for record in read_corpus(p, text_field):

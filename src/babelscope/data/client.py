@@ -4,7 +4,9 @@ Any endpoint that speaks the OpenAI API works: OpenAI, Cohere's compatibility AP
 `babelscope serve`. `base_url` is the API root including its version, e.g. `http://127.0.0.1:8000/v1`.
 Rate limits (429), server errors (5xx), timeouts and dropped connections are retried with exponential backoff
 and full jitter, honouring Retry-After. The API key is sent as a bearer token and never printed, logged or
-stored; errors name the environment variable it came from instead.
+stored; errors name the environment variable it came from instead. Everything the endpoint sends back (answers,
+error bodies) is redacted of the key before anyone sees it, since a misconfigured server or proxy may echo the
+Authorization header.
 """
 
 from __future__ import annotations
@@ -70,6 +72,22 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0, min(cap, base * 2 ** attempt))
 
 
+REDACTED = "[redacted]"
+
+
+def redact(obj: Any, secret: str | None) -> Any:
+    """`obj` (text, or JSON: dicts and lists of text) with every occurrence of `secret` replaced by [redacted]."""
+    if not secret:
+        return obj
+    if isinstance(obj, str):
+        return obj.replace(secret, REDACTED)
+    if isinstance(obj, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v, secret) for v in obj]
+    return obj
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -90,6 +108,7 @@ class OpenAIClient:
         self.base_url = base_url.rstrip("/")
         self.key_name = key_name
         self.has_key = bool(api_key)
+        self._secret = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
@@ -109,13 +128,17 @@ class OpenAIClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _message(self, response: httpx.Response) -> str:
+        """The server's error text, without the key."""
+        return redact(_error_message(response), self._secret)
+
     def _fatal(self, response: httpx.Response) -> UserError:
-        url = str(response.request.url)
+        url = redact(str(response.request.url), self._secret)
         if response.status_code in (401, 403):
             where = f"check the API key in ${self.key_name}" if self.has_key else f"${self.key_name} is not set"
             return UserError(f"unauthorised (HTTP {response.status_code}) at {url}; {where}")
         hint = "" if self.base_url.endswith(("/v1", "/v1beta")) else " (does --base-url need to end in /v1?)"
-        return UserError(f"HTTP {response.status_code} at {url}: {_error_message(response)}{hint}")
+        return UserError(f"HTTP {response.status_code} at {url}: {self._message(response)}{hint}")
 
     def request(self, method: str, path: str, payload: dict | None = None) -> dict:
         """Send one request, retrying transient failures; returns the JSON body.
@@ -131,22 +154,23 @@ class OpenAIClient:
                 response = self._http.request(method, path, json=payload)
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 if attempt == self.max_retries:
-                    raise UserError(f"cannot reach {self.base_url} ({type(e).__name__}: {e})") from None
+                    raise UserError(redact(f"cannot reach {self.base_url} ({type(e).__name__}: {e})",
+                                           self._secret)) from None
             else:
                 status = response.status_code
                 if status < 400:
                     try:
-                        return response.json()
+                        return redact(response.json(), self._secret)
                     except ValueError:
                         raise UserError(f"{self.base_url}{path} did not answer JSON; is --base-url an "
                                         "OpenAI-compatible API?") from None
                 if status not in RETRY_STATUS and status < 500:
                     if status in (401, 403, 404, 405):
                         raise self._fatal(response)
-                    raise RequestError(status, _error_message(response))
+                    raise RequestError(status, self._message(response))
                 if attempt == self.max_retries:
                     raise UserError(f"gave up after {self.max_retries} retries at {self.base_url}{path}: "
-                                    f"HTTP {status} {_error_message(response)}")
+                                    f"HTTP {status} {self._message(response)}")
                 wait = retry_after(response.headers)
             with self._lock:
                 self.retries += 1

@@ -26,7 +26,7 @@ from babelscope.errors import UserError
 from babelscope.files import Journal, write_json_atomic
 from babelscope.manifest import manifest
 from babelscope.progress import progress
-from babelscope.settings import Settings, opt
+from babelscope.settings import SEED, Settings, opt
 
 # Table 6: feature, probability, instruction.
 FEATURES: dict[str, tuple[float, str]] = {
@@ -124,7 +124,7 @@ class SynthConfig(Settings):
     lang: str = opt("ar", "language of the stories", choices=("ar", "en"))
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key (never logged or written)",
                            metavar="NAME")
-    seed: int = opt(0, "which prompts: prompt i of seed s never changes")
+    seed: int = opt(0, "which prompts: prompt i of seed s never changes", **SEED)
     concurrency: int = opt(8, "requests in flight at once", gt=0)
     max_attempts: int = opt(3, "tries per prompt for a rejected story", gt=0)
     min_lang_share: float = opt(0.9, "least share of letters in the target language's script", ge=0.0, le=1.0)

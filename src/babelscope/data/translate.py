@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -25,8 +24,10 @@ from babelscope.corpus import iter_corpus
 from babelscope.data.sentences import join_units, split_units
 from babelscope.errors import UserError
 from babelscope.files import Journal, write_json_atomic
+from babelscope.inputs import read_json
 from babelscope.manifest import manifest
 from babelscope.progress import progress
+from babelscope.resume import check, record
 from babelscope.settings import Settings, opt
 
 BACKENDS = ("ctranslate2", "transformers")
@@ -63,10 +64,7 @@ def check_translation_dir(path: str | Path) -> Path:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise UserError("not a translation model directory (no config.json or CTranslate2 model.bin)", path=path)
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read config.json ({e})", path=path) from None
+    cfg = read_json(cfg_path, "config.json")
     if not cfg.get("is_encoder_decoder"):
         what = (cfg.get("architectures") or [cfg.get("model_type", "unknown model")])[0]
         raise UserError(f"not a translation model: this is a {what}; expected an NLLB/M2M100 "
@@ -328,16 +326,20 @@ def _manifest_path(out: Path) -> Path:
     return out.with_name(out.name + ".manifest.json")
 
 
+def _resume_record(job: TranslateJob) -> dict:
+    """The settings and inputs (by content) a resumed translation must share with the run it continues."""
+    args = _job_args(job)
+    return record({k: args[k] for k in RESUME_KEYS if k != "inputs"}, {"inputs": list(job.inputs)})
+
+
 def _check_resume(job: TranslateJob, out: Path) -> None:
+    from babelscope.inputs import read_json
+
     mpath = _manifest_path(out)
-    if not mpath.exists():
-        return
-    saved = json.loads(mpath.read_text()).get("args", {})
-    now = json.loads(json.dumps(_job_args(job)))
-    for k in RESUME_KEYS:
-        if k in saved and saved[k] != now[k]:
-            raise UserError(f"{out} was started with {k}={saved[k]!r}, not {now[k]!r}; resume with the same "
-                            "settings or write to a new output file")
+    saved = read_json(mpath, "manifest").get("resume") if mpath.exists() else None
+    if saved is not None:
+        check(saved, _resume_record(job), where=out, what="this output",
+              hint="resume with the same settings or write to a new output file")
 
 
 def _job_args(job: TranslateJob) -> dict:
@@ -347,10 +349,10 @@ def _job_args(job: TranslateJob) -> dict:
     return args
 
 
-def check_inputs(paths: Sequence[str], text_field: str = "text") -> None:
-    """Fail now (missing file, unknown format, bad first record, empty corpus) rather than after loading a model."""
-    for _ in iter_corpus(paths, text_field):
-        return
+def check_inputs(paths: Sequence[str], text_field: str = "text") -> int:
+    """Read every record now (a bad file, encoding, record or an empty corpus fails before the model loads, not
+    hours into the run; reading is cheap beside translating); returns the number of records."""
+    return sum(1 for _ in iter_corpus(paths, text_field))
 
 
 def _count_records(paths: Sequence[str], text_field: str) -> int:
@@ -411,7 +413,8 @@ def translate_corpus(backend: Backend, job: TranslateJob,
             flat = [u for us in units for u, _ in us]
             translations = translate_sentences(backend, flat, job.batch_size)
             if journal is None:
-                write_json_atomic(_manifest_path(out), manifest("translate", _job_args(job)))
+                write_json_atomic(_manifest_path(out), {**manifest("translate", _job_args(job)),
+                                                        "resume": _resume_record(job)})
                 journal = Journal(out, key=lambda r: r["source_index"])
             pos, written = 0, []
             for (index, record), us in zip(chunk, units, strict=True):

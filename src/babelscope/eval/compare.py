@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from babelscope.settings import Settings, opt
+from babelscope.settings import SEED, Settings, opt
 
 
 @dataclass(kw_only=True)
@@ -21,7 +21,7 @@ class CompareConfig(Settings):
     max_docs: int | None = opt(None, "documents read per set", gt=0)
     prompts: list[str] = opt(help="openers each model completes once", default_factory=list)
     max_new_tokens: int = opt(80, "most new tokens per generation", gt=0)
-    seed: int = opt(0, "seed of the sampling")
+    seed: int = opt(0, "seed of the sampling", **SEED)
     device: str = opt("auto", "cpu, cuda or auto")
 
 

@@ -206,18 +206,24 @@ def model_labels(model_dirs: Iterable[str | Path]) -> list[str]:
 def complete_prompts(model_dir: str | Path, label: str, prompts: list[dict], journal, *, n: int = 2,
                      temperature: float = 1.0, max_new_tokens: int = 200, seed: int = 0, device: str = "auto",
                      chunk: int = 8) -> None:
-    """Append `n` completions of every prompt not yet in `journal` (keyed model/prompt/sample), chunk by chunk."""
+    """Append `n` completions of every prompt not yet in `journal` (keyed model/prompt/sample), chunk by chunk.
+
+    Chunks and their seeds follow the prompt list, not what is left to do, so a resumed run writes exactly the
+    completions an uninterrupted one would have."""
     from babelscope.generate import generate
     from babelscope.models import load_model
     from babelscope.progress import progress
 
-    todo = [p for p in prompts if any((label, p["id"], s) not in journal for s in range(n))]
-    if not todo:
+    def done(p: dict) -> bool:
+        return all((label, p["id"], s) in journal for s in range(n))
+
+    chunks = [(c, prompts[c:c + chunk]) for c in range(0, len(prompts), chunk)]
+    chunks = [(c, part) for c, part in chunks if not all(map(done, part))]
+    if not chunks:
         return
     model, tok = load_model(model_dir, device=device)
-    with progress(total=len(todo) * n, desc=f"complete {label}", unit="story") as bar:
-        for c in range(0, len(todo), chunk):
-            part = todo[c:c + chunk]
+    with progress(total=sum(len(part) for _, part in chunks) * n, desc=f"complete {label}", unit="story") as bar:
+        for c, part in chunks:
             outs = generate(model, tok, [p["prompt"] for p in part], n=n, temperature=temperature,
                             max_new_tokens=max_new_tokens, seed=seed + c)
             for p, texts in zip(part, outs, strict=True):

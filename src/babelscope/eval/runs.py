@@ -21,10 +21,14 @@ def perplexity_rows(cfg: PerplexityConfig) -> list[dict]:
     from babelscope.corpus import iter_corpus
     from babelscope.eval.perplexity import perplexity
     from babelscope.eval.tables import write_csv
+    from babelscope.files import check_output
     from babelscope.models import load_model
 
+    records = iter_corpus(cfg.data, cfg.text_field)  # a bad corpus or output fails before the model loads
+    if cfg.out:
+        check_output(cfg.out, directory=False)
     model, tok = load_model(cfg.model, device=cfg.device)
-    table = perplexity(model, tok, iter_corpus(cfg.data, cfg.text_field), max_tokens=cfg.max_tokens,
+    table = perplexity(model, tok, records, max_tokens=cfg.max_tokens,
                        batch_size=cfg.batch_size, label_field=cfg.label_field, max_docs=cfg.max_docs)
     rows = [{"label": label, **row} for label, row in table.items()]
     if cfg.out:
@@ -57,12 +61,13 @@ def judge_rows(cfg: JudgeConfig) -> tuple[list[dict], list[dict], int]:
     from babelscope.data.client import OpenAIClient
     from babelscope.eval.judge import complete_prompts, judge_all, load_prompts, score_table
     from babelscope.eval.tables import write_csv
-    from babelscope.files import Journal, write_json_atomic
+    from babelscope.files import Journal, check_output, write_json_atomic
     from babelscope.manifest import manifest
     from babelscope.settings import as_dict
 
     labels = model_labels_checked(cfg.models)
     prompts = load_prompts(cfg.prompts, cfg.lang, cfg.limit)
+    check_output(cfg.out, directory=True)
     key = os.environ.get(cfg.api_key_env) or None
     out = Path(cfg.out)
     with OpenAIClient(cfg.judge_url, key, key_name=cfg.api_key_env, max_retries=cfg.max_retries) as client:
@@ -90,19 +95,22 @@ def marks_rows(cfg: MarksConfig) -> list[dict]:
     from babelscope.eval.judge import bundled_prompts, complete_prompts, load_prompts
     from babelscope.eval.marks import mark_counts
     from babelscope.eval.tables import write_csv
-    from babelscope.files import Journal, write_json_atomic
+    from babelscope.files import Journal, check_output, write_json_atomic
 
     if bool(cfg.models) == bool(cfg.texts):
         raise UserError("give either --models (to generate) or --texts (to score)")
     out = Path(cfg.out)
     if cfg.texts:
-        from babelscope.corpus import iter_corpus
+        from babelscope.corpus import check_corpus, iter_corpus
 
+        check_corpus(cfg.texts, cfg.text_field)
+        check_output(out, directory=True)
         groups = {Path(t).name: [r["text"] for r in iter_corpus([t], cfg.text_field)] for t in cfg.texts}
         rows = [{"model": name, **mark_counts(texts, cfg.lang)} for name, texts in groups.items()]
     else:
         labels = model_labels_checked(cfg.models)
         prompts = load_prompts(cfg.prompts or bundled_prompts("openers.jsonl"), cfg.lang, cfg.limit)
+        check_output(out, directory=True)
         out.mkdir(parents=True, exist_ok=True)
         with Journal(out / "generations.jsonl", key=_key) as journal:
             for model, label in zip(cfg.models, labels, strict=True):

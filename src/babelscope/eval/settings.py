@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from babelscope.settings import Settings, csv, opt
+from babelscope.settings import SEED, Settings, csv, opt
 
 
 @dataclass(kw_only=True)
@@ -30,7 +30,7 @@ class SamplingConfig(Settings):
     samples: int = opt(2, "completions per prompt", short="-n", gt=0)
     max_new_tokens: int = opt(200, "most new tokens per completion", gt=0)
     temperature: float = opt(1.0, "sampling temperature", ge=0.0)
-    seed: int = opt(0, "seed of the sampling")
+    seed: int = opt(0, "seed of the sampling", **SEED)
     device: str = opt("auto", "cpu, cuda or auto")
     prompts: str | None = opt(None, "JSONL with id, lang, prompt (default: babelscope's bundled prompts)")
     limit: int | None = opt(None, "only the first N prompts", gt=0)

@@ -58,15 +58,16 @@ def count_parameters(model_dir: Path) -> int:
 
 def model_facts(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
     """What the card says, from the model dir, its checkpoint.json and its run's config.json and metrics.csv."""
+    from babelscope.inputs import read_json
     from babelscope.models.loading import check_model_dir
     from babelscope.sae.io import model_label
     from babelscope.train.metrics import MetricsLog
 
     path = check_model_dir(model_dir).resolve()
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    info = json.loads((path / "checkpoint.json").read_text()) if (path / "checkpoint.json").is_file() else {}
+    config = read_json(path / "config.json", "config.json")
+    info = read_json(path / "checkpoint.json", "checkpoint.json") if (path / "checkpoint.json").is_file() else {}
     run = run_dir(path)
-    run_cfg = json.loads((run / "config.json").read_text(encoding="utf-8")) if run else {}
+    run_cfg = read_json(run / "config.json", "config.json") if run else {}
     args, shards = run_cfg.get("args", {}), run_cfg.get("shards", {})
     losses = []
     if run and (run / "metrics.csv").is_file():
@@ -134,7 +135,9 @@ print(tok.decode(model.generate(ids, max_new_tokens=60, do_sample=True)[0], skip
 def export_model(cfg: ExportModelConfig) -> Path:
     """Copy the model files (not the optimizer state) and write README.md into `cfg.out`; returns it."""
     from babelscope.export.publish import staged
+    from babelscope.train.checkpoint import check_weights
 
+    check_weights(cfg.model)  # a truncated weight file is not published
     facts = model_facts(cfg.model, cfg.name)
     src = Path(cfg.model)
     if Path(cfg.out).resolve() == src.resolve():

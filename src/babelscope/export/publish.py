@@ -15,9 +15,9 @@ from babelscope.errors import UserError
 def staged(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces `out` (refused if `out` has files, unless
     `overwrite`). A failure leaves `out` as it was."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError("exists and is not a directory", path=out)
+    from babelscope.files import check_output
+
+    out = check_output(out, directory=True, what="export")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError("directory is not empty; choose another --out or pass --overwrite", path=out)
     tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")

@@ -27,12 +27,11 @@ class ExportSAEConfig(Settings):
 
 def sae_facts(sae_dir: str | Path) -> dict[str, Any]:
     """The SAE's config, its SAELens metadata and its training record."""
-    import json
-
+    from babelscope.inputs import read_json
     from babelscope.sae.io import CFG, read_cfg, read_training
 
     cfg = read_cfg(sae_dir)
-    raw = json.loads((Path(sae_dir) / CFG).read_text(encoding="utf-8"))
+    raw = read_json(Path(sae_dir) / CFG, CFG)
     return {"cfg": cfg, "saelens": raw, "training": read_training(sae_dir)}
 
 
@@ -83,8 +82,10 @@ sae = SAE.load_from_disk("PATH")  # or babelscope.sae.load_sae("PATH")
 def export_sae(cfg: ExportSAEConfig) -> Path:
     """Copy the SAE files and write README.md into `cfg.out`; returns it."""
     from babelscope.export.publish import staged
+    from babelscope.sae.io import load_sae
 
     facts = sae_facts(cfg.sae)
+    load_sae(cfg.sae)  # a truncated or inconsistent weight file is not published
     src = Path(cfg.sae)
     if Path(cfg.out).resolve() == src.resolve():
         raise UserError("--out must differ from --sae", path=cfg.out)

@@ -122,9 +122,9 @@ def injected_forward(full, mid, sae, hook: str, mask: torch.Tensor, alpha: float
     return forward
 
 
-def check_pair(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any) -> None:
-    """Full and mid model must share architecture and vocabulary, and the SAE must fit the hook."""
-    from babelscope.models.hooks import hook_width, parse_hook
+def check_models(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any, sae_dir: Any = None) -> None:
+    """Full and mid model must share architecture and vocabulary, and the SAE must fit the hook of both."""
+    from babelscope.sae.pairing import check_pair
 
     keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
     a, b = full.config.to_dict(), mid.config.to_dict()
@@ -132,10 +132,8 @@ def check_pair(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any) -> None:
     if diff:
         raise UserError(f"--full {full_dir} and --mid {mid_dir} differ in {', '.join(diff)}: injection needs two "
                         "checkpoints of the same model")
-    parse_hook(mid, hook)
-    width = hook_width(mid, hook)
-    if int(sae.cfg.d_in) != width:
-        raise UserError(f"the SAE reads {sae.cfg.d_in}-dim vectors but {hook} of the model is {width}-dim")
+    check_pair(sae, full, hook, sae_dir=sae_dir, model_dir=full_dir)
+    check_pair(sae, mid, hook, sae_dir=sae_dir, model_dir=mid_dir)
 
 
 # ---- the table ------------------------------------------------------------------------------------------------
@@ -155,8 +153,10 @@ def _group(by_doc: dict[str, dict], lang_of: dict[str, str]) -> dict[str, dict]:
     return out
 
 
-def _row(kind: str, alpha: float, n: int, n_selected: int, scores: dict[str, dict], labels: Sequence[str]) -> dict:
-    row: dict[str, Any] = {"type": kind, "alpha": alpha, "n": n, "n_selected": n_selected}
+def _row(kind: str, alpha: float | None, n: int, n_selected: int, scores: dict[str, dict], labels: Sequence[str],
+         note: str | None = None) -> dict:
+    """One table row; `alpha` is None (JSON null, not NaN) where it does not apply, with `alpha_note` saying why."""
+    row: dict[str, Any] = {"type": kind, "alpha": alpha, "alpha_note": note, "n": n, "n_selected": n_selected}
     for name in [*labels, "all"]:
         row[f"ppl_{name}"] = scores.get(name, {}).get("ppl", float("nan"))
     for name in [*labels, "all"]:
@@ -181,20 +181,17 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
     from babelscope.eval.perplexity import perplexity
     from babelscope.models import load_model
     from babelscope.models.hooks import HookPoint
-    from babelscope.sae.io import load_sae
+    from babelscope.sae.pairing import load_pair
 
     label_field = "lang"
     check_labels(records, label_field)
-    full, tok = load_model(full_dir, device=device)
+    full, tok, sae, hook = load_pair(full_dir, sae_dir, device=device)
     mid, mid_tok = load_model(mid_dir, device=device)
     if tok.get_vocab() != mid_tok.get_vocab():
         raise UserError(f"--full {full_dir} and --mid {mid_dir} use different tokenizers")
-    sae = load_sae(sae_dir)
-    sae.to(next(full.parameters()).device)
-    hook = sae.cfg.hook_name
     if layer is not None and HookPoint.parse(hook).layer != layer:
         raise UserError(f"--layer {layer} does not match the SAE's hook {hook}")
-    check_pair(full, mid, sae, hook, full_dir, mid_dir)
+    check_models(full, mid, sae, hook, full_dir, mid_dir, sae_dir)
 
     if features_dir is None:
         features_dir = _build_full_store(full_dir, sae_dir, records, Path(work_dir or "."), store_tokens)
@@ -231,7 +228,8 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
                                        bos_token_id=tok.bos_token_id)
                 rows.append(_row(k, a, count, len(ids), ppl(mid, fwd, key=(k, a, count)), labels))
     if include_full:
-        rows.append(_row(FULL, float("nan"), 0, 0, ppl(full), labels))
+        rows.append(_row(FULL, None, 0, 0, ppl(full), labels,
+                         note="the full model itself, for reference: nothing is injected, so alpha does not apply"))
     base = rows[0]
     for r in rows:
         for name in [*labels, "all"]:
@@ -300,10 +298,11 @@ def run_injection(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Path
 
     from babelscope.analysis.languages import check_labels
     from babelscope.corpus import iter_corpus
-    from babelscope.files import write_json_atomic
+    from babelscope.files import check_output, write_json_atomic
     from babelscope.manifest import manifest
 
     records = list(itertools.islice(iter_corpus(data), max_docs))
+    check_output(out, directory=True)
     labels = check_labels(records, "lang")
     per_doc: dict = {}
     rows = injection_table(full_dir, mid_dir, sae_dir, records, work_dir=out, per_doc=per_doc, **kwargs)

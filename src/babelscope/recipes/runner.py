@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,21 +38,12 @@ def _log(msg: str) -> None:
 
 # ---- inputs ----------------------------------------------------------------------------------------------------
 
-def fingerprint(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """A content fingerprint of a file (size and a hash of its first and last MiB) or of a directory (the same
-    for each file in it), so a moved or re-pathed input keeps its key and an edited one does not."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        size = f.stat().st_size
-        h.update(f"{f.relative_to(path) if path.is_dir() else ''}:{size}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(chunk))
-            if size > 2 * chunk:
-                fh.seek(-chunk, os.SEEK_END)
-                h.update(fh.read(chunk))
-    return h.hexdigest()[:16]
+def fingerprint(path: str | Path) -> str:
+    """A content fingerprint of a file or a directory (`resume.fingerprint`: size and a hash of the first and last
+    MiB of each file), so a moved or re-pathed input keeps its key and an edited one does not."""
+    from babelscope.resume import fingerprint as content
+
+    return content(path)["sha256"][:16]
 
 
 def check_inputs(recipe: Recipe) -> dict[str, Any]:
@@ -202,13 +192,14 @@ def _run_distributed(st: StageState, cfg: Any, nproc: int) -> None:
 def run_recipe(spec: str | Path, out: str | Path | None = None, overrides: tuple[str, ...] | list[str] = (),
                *, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Run (or resume, or skip) every stage; returns and writes OUT/summary.json."""
-    from babelscope.files import write_json_atomic
+    from babelscope.files import check_output, write_json_atomic
     from babelscope.manifest import manifest
     from babelscope.settings import as_dict
 
     recipe = load_recipe(spec, overrides)
     root = Path(out or recipe.meta.get("out") or f"{recipe.name}_out")
     inputs = check_inputs(recipe)
+    check_output(root, directory=True, what="run directory")
     defaults = recipe.defaults
     states = prepare(recipe, root, inputs, defaults)
     root.mkdir(parents=True, exist_ok=True)

@@ -142,13 +142,15 @@ def _sae(cfg, d: Path, ctx: Context) -> None:
 def resolve_hook(model_dir: str, hook: str) -> str:
     """A hook name with `last` (or a negative index) as its layer, resolved against the model's depth: a recipe
     names the last MLP layer of a model it has not trained yet."""
-    import json
     import re
+
+    from babelscope.inputs import field, read_json
 
     m = re.match(r"^(layers|blocks)\.(last|-\d+)\.(.+)$", hook)
     if not m:
         return hook
-    n = json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"]
+    cfg_path = Path(model_dir) / "config.json"
+    n = field(read_json(cfg_path, "config.json"), "num_hidden_layers", int, cfg_path)
     return f"{m[1]}.{n - 1 if m[2] == 'last' else n + int(m[2])}.{m[3]}"
 
 

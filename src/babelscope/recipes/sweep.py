@@ -26,8 +26,10 @@ from typing import Any
 
 from babelscope.analysis.languages import parse_threshold
 from babelscope.errors import UserError
+from babelscope.inputs import field, read_json
 from babelscope.models.hooks import KINDS, HookPoint
-from babelscope.settings import Settings, csv, opt
+from babelscope.resume import check, identify
+from babelscope.settings import SEED, Settings, csv, opt
 
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
              "vocab_size")
@@ -60,7 +62,8 @@ class SweepConfig(Settings):
     sae_batch: int | None = opt(None, "activations per SAE step (default: sae_tokens / 250, within 128..4096)", gt=0)
     tau: float = opt(0.9, "language threshold", gt=0.5, le=1.0)
     sim_threshold: float | str = opt(0.1, "cosine similarity linking tokens in a semantic cluster: a number (0.1), "
-                                          "'study' or 'zmatch' (0.1 x sqrt(3072 / d))", parse=parse_threshold)
+                                          "'study' or 'zmatch' (0.1 x sqrt(3072 / d))", parse=parse_threshold,
+                                     ge=-1.0, le=1.0)
     min_activations: int = opt(10, "activating occurrences a feature needs to be classified; below it the feature "
                                    "is 'insufficient' and left out of shares and means", ge=1)
     embeddings: str = opt("final", "embeddings for semantic clusters: final (each run's last checkpoint, as the "
@@ -69,7 +72,7 @@ class SweepConfig(Settings):
     eval_frac: float = opt(0.2, "documents held out for the feature stores", gt=0.0, le=0.9)
     hook_kind: str = opt("resid_post", "the hook site swept at every layer", choices=KINDS)
     device: str = opt("cpu", "cpu, cuda or auto")
-    seed: int = opt(0, "seed of the SAEs")
+    seed: int = opt(0, "seed of the SAEs", **SEED)
     extra: dict[str, Any] = opt(help="anything else worth recording", default_factory=dict, cli=False)
 
 
@@ -129,11 +132,8 @@ def find_checkpoints(checkpoints_dir: str | Path, *, include_final: bool = True)
         info_path = p / "checkpoint.json"
         if not info_path.exists():
             raise UserError("no checkpoint.json (step, tokens): not a babelscope checkpoint", path=p)
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-            step, tokens = int(info["step"]), int(info["tokens"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UserError("checkpoint.json needs integer 'step' and 'tokens'", path=info_path) from None
+        info = read_json(info_path, "checkpoint.json")
+        step, tokens = (field(info, k, int, info_path) for k in ("step", "tokens"))
         found.append(Checkpoint(run, p.name, p, step, tokens))
     if not found:
         raise UserError("no checkpoints (step-N directories) found", path=d)
@@ -150,7 +150,7 @@ def check_architectures(checkpoints: Sequence[Checkpoint]) -> dict:
         cfg_path = c.path / "config.json"
         if not cfg_path.exists():
             raise UserError("not an HF model directory (no config.json)", path=c.path)
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = read_json(cfg_path, "config.json")
         arch = {k: cfg.get(k) for k in ARCH_KEYS}
         if first is None:
             first, first_path = arch, c.path
@@ -184,11 +184,12 @@ def split_data(data: Sequence[str | Path], out: Path, eval_frac: float) -> tuple
     d = out / "data"
     sae_path, eval_path, info_path = d / "sae.jsonl", d / "eval.jsonl", d / "split.json"
     source = [str(Path(p).resolve()) for p in data]
+    inputs = identify(list(data))
     if info_path.exists():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        if info.get("data") != source or info.get("eval_frac") != eval_frac:
-            raise UserError("this study directory was made from other data or another --eval-frac; use a new "
-                            "--out", path=out)
+        info = read_json(info_path, "split.json")
+        check({"data": info.get("inputs"), "eval_frac": info.get("eval_frac")},
+              {"data": inputs, "eval_frac": eval_frac}, where=out, what="this study directory",
+              hint="use the same --data and --eval-frac, or a new --out")
         return sae_path, eval_path, info["labels"]
     records = list(iter_corpus(data))
     labels = check_labels(records, "lang")
@@ -198,7 +199,7 @@ def split_data(data: Sequence[str | Path], out: Path, eval_frac: float) -> tuple
     if not n_eval or not n_sae:
         raise UserError(f"too few documents to split ({len(records)}); the sweep needs some for SAE training "
                         "and some for evaluation")
-    write_json_atomic(info_path, {"data": source, "eval_frac": eval_frac, "labels": labels,
+    write_json_atomic(info_path, {"data": source, "inputs": inputs, "eval_frac": eval_frac, "labels": labels,
                                   "sae_docs": n_sae, "eval_docs": n_eval})
     return sae_path, eval_path, labels
 
@@ -271,10 +272,17 @@ def sae_metrics(sae_dir: Path) -> dict[str, Any]:
 def train_cell_sae(model, tokenizer, hook: str, sae_data: Path, out: Path, cfg: SweepConfig) -> None:
     """Train one layer's SAE with the study's settings scaled to the model (resuming a killed run)."""
     from babelscope.models.hooks import hook_width
+    from babelscope.sae.buffer import CorpusTooSmall
     from babelscope.sae.train import train_sae
 
-    train_sae(model, hook, [sae_data], out, tokenizer=tokenizer, resume=(out / "checkpoint.pt").exists(),
-              device=cfg.device, **sae_kwargs(hook_width(model, hook), cfg))
+    kwargs = sae_kwargs(hook_width(model, hook), cfg)
+    try:
+        train_sae(model, hook, [sae_data], out, tokenizer=tokenizer, resume=(out / "checkpoint.pt").exists(),
+                  device=cfg.device, **kwargs)
+    except CorpusTooSmall as e:  # say it in this command's terms: it has no --val-tokens
+        raise UserError(f"too few documents for the SAEs: the SAE part of the corpus gives {e.have} activations "
+                        f"at {hook}, the validation set needs {e.need} (a tenth of --sae-tokens, at most 100k); add "
+                        "documents, lower --sae-tokens, or lower --eval-frac", path=sae_data) from None
 
 
 def sae_kwargs(d_in: int, cfg: SweepConfig) -> dict[str, Any]:
@@ -295,11 +303,13 @@ def run_sweep(runs: Sequence[str | Path], data: Sequence[str | Path], out: str |
               cfg: SweepConfig | None = None, *, log: Callable[[str], None] = print) -> list[dict]:
     """Sweep every checkpoint x layer of each run (a run dir or its checkpoints/ dir); resumable; returns the
     summary rows and writes the summary table, figures and index.html."""
-    from babelscope.files import write_json_atomic
+    from babelscope.corpus import check_corpus
+    from babelscope.files import check_output, write_json_atomic
     from babelscope.report.sweep import draw_figures, write_index
 
     cfg = cfg or SweepConfig()
-    out = Path(out)
+    check_corpus(data)
+    out = check_output(out, directory=True, what="study directory")
     plans = []
     for r in runs:
         r = Path(r)
@@ -348,13 +358,11 @@ def check_settings(out: Path, cfg: SweepConfig) -> None:
     path = out / "sweep.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    now = json.loads(json.dumps(asdict(cfg)))
-    diff = [k for k in _RESULT_KEYS if k in saved and saved[k] != now[k]]
-    if diff:
-        k = diff[0]
-        raise UserError(f"this study directory was made with {k}={saved[k]!r}, now {now[k]!r}; resume with the same "
-                        "settings or use a new --out", path=out)
+    saved = read_json(path, "sweep.json").get("config", {})
+    now = asdict(cfg)
+    keys = [k for k in _RESULT_KEYS if k in saved]
+    check({k: saved[k] for k in keys}, {k: now[k] for k in keys}, where=out, what="this study directory",
+          hint="resume with the same settings or use a new --out")
 
 
 def write_summary(out: Path, rows: list[dict]) -> None:

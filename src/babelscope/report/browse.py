@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from babelscope.errors import UserError
+from babelscope.files import dumps
 from babelscope.settings import Settings, opt
 
 _FILTER = re.compile(r"^([\w.-]+)\s*([<>])\s*(-?[\d.]+)$")
@@ -60,7 +61,9 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
     if (path / "index.html").exists() and (path / "data" / "index.json").exists():
         from fastapi.staticfiles import StaticFiles
 
-        index = json.loads((path / "data" / "index.json").read_text(encoding="utf-8"))
+        from babelscope.inputs import read_json
+
+        index = read_json(path / "data" / "index.json", "index.json")
 
         def feature_json(f: int) -> dict:
             p = path / "data" / f"feature-{f}.json"
@@ -84,7 +87,7 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
         @lru_cache(maxsize=256)
         def cached(f: int) -> tuple[str, str]:
             data = dash.feature_data(f)
-            return json.dumps(data, ensure_ascii=False), dash.feature_html(data)
+            return dumps(data), dash.feature_html(data)
 
         def feature_json(f: int) -> dict:
             if not 0 <= f < dash.F:

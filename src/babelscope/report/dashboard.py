@@ -19,7 +19,6 @@ The site also holds the JSON the browser's API serves: data/index.json and data/
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ import numpy as np
 
 from babelscope.analysis.store import FeatureStore
 from babelscope.errors import UserError
-from babelscope.report.text import TokenText, clean_floats, direction, script_json, visible
+from babelscope.files import dumps, strict
+from babelscope.report.text import TokenText, direction, script_json, visible
 from babelscope.settings import Settings, opt
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -82,12 +82,12 @@ def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
     calibrated test against null directions."""
     if tsea_dir is None:
         return None
-    import pyarrow.parquet as pq
+    from babelscope.inputs import check_dir, read_json, read_parquet
 
-    path = Path(tsea_dir) / "tsea.parquet"
+    path = check_dir(tsea_dir, "TSEA directory") / "tsea.parquet"
     if not path.exists():
         raise UserError("no tsea.parquet here; run `babelscope analyze tsea` first", path=tsea_dir)
-    t = pq.read_table(path)
+    t = read_parquet(path)
     feature = t.column("feature").to_numpy()
     names = t.column("set").to_pylist()
     sets = list(dict.fromkeys(names))
@@ -101,7 +101,7 @@ def read_tsea(tsea_dir: str | Path | None) -> dict[str, Any] | None:
             values[feature, col] = t.column(column).to_numpy(zero_copy_only=False)
         out[key] = values
     meta = Path(tsea_dir) / "meta.json"
-    out["pair"] = json.loads(meta.read_text(encoding="utf-8")).get("scatter_pair") if meta.is_file() else None
+    out["pair"] = read_json(meta, "meta.json").get("scatter_pair") if meta.is_file() else None
     return out
 
 
@@ -274,7 +274,7 @@ class Dashboard:
             "logits": logits, "tsea": tsea, "has_loss": bool(deltas),
             "top_examples": top, "intervals": intervals,
         }
-        return clean_floats(data)
+        return strict(data)
 
     def feature_html(self, data: dict[str, Any]) -> str:
         """The feature page for `feature_data(f)`."""
@@ -303,7 +303,7 @@ class Dashboard:
                    "top_logits": " ".join(t["text"].strip() for t in lg["top"][:5]) if lg else ""}
             if self.tsea is not None and f < len(self.tsea["score"]):
                 row["tsea"] = {s: float(self.tsea["score"][f, j]) for j, s in enumerate(self.tsea["sets"])}
-            rows.append(clean_floats(row))
+            rows.append(strict(row))
         return rows
 
     def index_html(self, rows: list[dict]) -> str:
@@ -373,8 +373,8 @@ def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, s
     from babelscope.progress import progress
 
     out = Path(out)
-    (out / "data").mkdir(parents=True, exist_ok=True)
     dash = Dashboard(store, tokenizer, model=model, sae=sae, tsea=tsea, loss=loss, source=source)
+    (out / "data").mkdir(parents=True, exist_ok=True)
     if features is None:
         features = [int(f) for f in np.flatnonzero(dash.feats["n_active"] > 0)]
     bad = [f for f in features if not 0 <= f < dash.F]
@@ -401,8 +401,10 @@ def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, s
 
 def make_site(cfg: DashboardConfig) -> dict[str, Any]:
     """`babelscope dashboard`: load what the store names (or what cfg overrides), pick the features, build."""
+    from babelscope.files import check_output
     from babelscope.models import resolve_device
 
+    check_output(cfg.out, directory=True)
     store, tok, model, sae = load_for_site(cfg.features, model_dir=cfg.model, sae_dir=cfg.sae,
                                            device=resolve_device(cfg.device), need_model=cfg.use_model)
     tsea = read_tsea(cfg.tsea)
@@ -414,17 +416,21 @@ def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = No
                   sae_dir: str | Path | None = None, device: str = "cpu", need_model: bool = True) -> tuple:
     """(store, tokenizer, model or None, sae or None) for a store, using its recorded model/SAE paths unless
     others are given; without `need_model` (or if they are gone) only the tokenizer is loaded."""
+    from babelscope.inputs import check_dir
+
     store = FeatureStore(features_dir)
     meta = store.meta
+    if need_model:  # what the user names must exist; the store's own record may be gone (then: no model)
+        for given, what in ((model_dir, "model directory"), (sae_dir, "SAE directory")):
+            if given is not None:
+                check_dir(given, what)
     model_dir = model_dir or meta.get("model")
     sae_dir = sae_dir or meta.get("sae")
     model = sae = None
     if need_model and model_dir and Path(model_dir).is_dir() and sae_dir and Path(sae_dir).is_dir():
-        from babelscope.models import load_model
-        from babelscope.sae.io import load_sae
+        from babelscope.sae.pairing import load_pair
 
-        model, tokenizer = load_model(model_dir, device=device)
-        sae = load_sae(sae_dir, device=next(model.parameters()).device)
+        model, tokenizer, sae, _ = load_pair(model_dir, sae_dir, device=device)
     else:
         from babelscope.tokenizer import load_tokenizer
 
@@ -437,4 +443,4 @@ def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = No
 
 def json_dump(obj: Any) -> str:
     """Plain JSON text for API responses (NaN-free)."""
-    return json.dumps(clean_floats(obj), ensure_ascii=False)
+    return dumps(obj)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from babelscope.files import strict
+
 _REPLACEMENT = "\ufffd"
 
 
@@ -116,14 +118,4 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def clean_floats(obj: Any) -> Any:
-    """NaN and inf become None (JSON has no NaN), recursively."""
-    import math
-
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {k: clean_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [clean_floats(v) for v in obj]
-    return obj
+clean_floats = strict  # the name report code used before `files.strict` (NaN and inf as None)

@@ -14,7 +14,6 @@ activation where it stopped. Positions: "all", "first:N" (the first N tokens aft
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -90,11 +89,22 @@ class TensorSource:
         self.pos = state["pos"]
 
 
+class CorpusTooSmall(UserError):
+    """The corpus gave `have` activations where `need` were asked for (a caller may say which of its own
+    settings to change)."""
+
+    def __init__(self, message: str, have: int, need: int):
+        super().__init__(message)
+        self.have, self.need = have, need
+
+
 class ModelSource:
     """Corpus records through the model; yields the selected positions' activations at `hook`, per batch.
 
     `records` is a callable returning a fresh iterable (so a resumed run can skip what was consumed). Under
     DDP, rank r of w takes records r, r+w, r+2w, ...; the position state counts records of this rank.
+    With `loop_from` set (epochs over a small corpus, as SAELens does), the stream starts over at that record
+    when the corpus runs out; `passes` counts the completed passes, `pass_rows` the activations of one.
     """
 
     def __init__(self, model, tokenizer, records: Callable[[], Iterable[dict]], hook: str, *,
@@ -108,9 +118,20 @@ class ModelSource:
         self.rank, self.world, self.device = rank, world, device
         # Causal model: tokens after the last one kept cannot change it, so never run them.
         self.max_tokens = min(context_size, positions.n + 1) if positions.mode == "first" else context_size
-        self.consumed = 0  # records of this rank already turned into activations
+        self.consumed = 0  # records of this rank already turned into activations (in this pass)
+        self.loop_from: int | None = None
+        self.passes = 0  # passes completed (from `loop_from` to the end of the corpus)
+        self.pass_rows = 0  # activations of the training part of one pass (known once one is complete)
+        self._rows = 0  # activations yielded in this pass since `loop_from`
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        while True:
+            yield from self._one_pass()
+            if self.loop_from is None or self._rows == 0:
+                return
+            self.passes, self.pass_rows, self._rows, self.consumed = self.passes + 1, self._rows, 0, self.loop_from
+
+    def _one_pass(self) -> Iterator[torch.Tensor]:
         from babelscope.models.contexts import iter_contexts
 
         mine = itertools.islice(self.records(), self.rank, None, self.world)
@@ -122,28 +143,47 @@ class ModelSource:
             self.consumed += len(batch.records)
             acts = batch.acts[self.hook][keep.to(batch.acts[self.hook].device)].float()
             if len(acts):
+                self._rows += len(acts)
                 yield acts if self.device is None else acts.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"consumed": self.consumed}
+        return {"consumed": self.consumed, "loop_from": self.loop_from, "passes": self.passes,
+                "pass_rows": self.pass_rows, "rows": self._rows}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.consumed = state["consumed"]
+        self.loop_from = state.get("loop_from", self.loop_from)
+        self.passes, self.pass_rows, self._rows = (state.get(k, 0) for k in ("passes", "pass_rows", "rows"))
+
+    def repeat_from_here(self) -> None:
+        """Start every later pass at the current record (the ones before it, e.g. the validation set, are
+        never read again)."""
+        self.loop_from, self._rows = self.consumed, 0
 
 
 class CacheSource:
-    """Rows [start, stop) of a disk cache written by `build_cache`, read shard by shard (memory-mapped)."""
+    """Rows [start, stop) of a disk cache written by `build_cache`, read shard by shard (memory-mapped); with
+    `loop`, over and over (epochs), `passes` counting the completed ones."""
 
     def __init__(self, cache_dir: str | Path, start: int = 0, stop: int | None = None, chunk: int = 16384,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, loop: bool = False):
         self.dir = Path(cache_dir)
         self.meta = read_cache_meta(self.dir)
         self.d_in = self.meta["d_in"]
         total = self.meta["rows"]
         self.start, self.stop = start, total if stop is None else min(stop, total)
         self.chunk, self.device, self.pos = chunk, device, start
+        self.loop, self.passes = loop, 0
+        self.pass_rows = max(0, self.stop - self.start)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        while True:
+            yield from self._one_pass()
+            if not self.loop or self.stop <= self.start:
+                return
+            self.passes, self.pos = self.passes + 1, self.start
+
+    def _one_pass(self) -> Iterator[torch.Tensor]:
         offset = 0
         for shard in self.meta["shards"]:
             lo, hi = offset, offset + shard["rows"]
@@ -158,10 +198,10 @@ class CacheSource:
                 yield out if self.device is None else out.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pos": self.pos}
+        return {"pos": self.pos, "passes": self.passes}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pos = state["pos"]
+        self.pos, self.passes = state["pos"], state.get("passes", 0)
 
 
 def take(source: Iterable[torch.Tensor], n: int) -> torch.Tensor:
@@ -182,10 +222,9 @@ def read_cache_meta(cache_dir: str | Path) -> dict[str, Any]:
     path = Path(cache_dir) / CACHE_META
     if not path.is_file():
         raise UserError(f"not an activation cache (no {CACHE_META})", path=cache_dir)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"not valid JSON ({e.msg})", path=path) from None
+    from babelscope.inputs import read_json
+
+    meta = read_json(path, CACHE_META)
     if not meta.get("complete"):
         raise UserError("activation cache is incomplete (its writer was killed); delete it and rerun",
                         path=cache_dir)
@@ -193,22 +232,24 @@ def read_cache_meta(cache_dir: str | Path) -> dict[str, Any]:
 
 
 def build_cache(source: Iterable[torch.Tensor], cache_dir: str | Path, rows: int, *, describe: dict[str, Any],
-                shard_rows: int = 1 << 18, dtype: str = "float32") -> dict[str, Any]:
+                shard_rows: int = 1 << 18, dtype: str = "float32", min_rows: int | None = None) -> dict[str, Any]:
     """Write the first `rows` activations of `source` to .npy shards in `cache_dir` (each atomic), once.
 
     An existing complete cache with the same `describe` (model, hook, positions, ...) and enough rows is reused;
-    a different one is an error. Too small a corpus is an error before any training starts.
+    a different one is an error. A corpus that gives fewer than `rows` (or, with `min_rows`, fewer than those: the
+    cache then holds the whole corpus, `exhausted`, for training in epochs) is an error before any training.
     """
     from babelscope.progress import progress
 
     cache_dir = Path(cache_dir)
     meta_path = cache_dir / CACHE_META
     if meta_path.is_file():
+        from babelscope.resume import check
+
         meta = read_cache_meta(cache_dir)
-        if meta.get("describe") != describe:
-            raise UserError(f"activation cache was made for {meta.get('describe')}, not {describe}; "
-                            "use another --cache directory", path=cache_dir)
-        if meta["rows"] < rows:
+        check(meta.get("describe"), describe, where=cache_dir, what="this activation cache",
+              hint="use another --cache directory")
+        if meta["rows"] < (rows if min_rows is None or not meta.get("exhausted") else min_rows):
             raise UserError(f"activation cache holds {meta['rows']} activations but {rows} are needed; "
                             "use another --cache directory", path=cache_dir)
         return meta
@@ -243,11 +284,12 @@ def build_cache(source: Iterable[torch.Tensor], cache_dir: str | Path, rows: int
     bar.close()
     if n_pending:
         flush(pending)
-    if written < rows:
-        raise UserError(f"corpus too small: it gave {written} activations, {rows} are needed "
-                        "(add documents, lower --tokens/--val-tokens, or select more positions per context)")
+    if written < (rows if min_rows is None else min_rows):
+        need = rows if min_rows is None else min_rows
+        raise CorpusTooSmall(f"corpus too small: it gave {written} activations, {need} are needed (add documents, "
+                             "lower --tokens/--val-tokens, or select more positions per context)", written, need)
     meta = {"complete": True, "rows": written, "d_in": d_in, "dtype": dtype, "shards": shards,
-            "describe": describe}
+            "describe": describe, "exhausted": written < rows}
     write_json_atomic(meta_path, meta)
     return meta
 

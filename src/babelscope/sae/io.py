@@ -19,7 +19,6 @@ sqrt(d)) still load.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 
 from babelscope.errors import UserError
 from babelscope.files import atomic_path, write_json_atomic
+from babelscope.inputs import check_dir, load_safetensors, read_json
 from babelscope.sae.base import DTYPES, SAE, SAEConfig
 
 CFG = "cfg.json"
@@ -188,41 +188,34 @@ def save_sae(sae: SAE, out_dir: str | Path, training: dict[str, Any] | None = No
 
 def read_cfg(sae_dir: str | Path) -> SAEConfig:
     """The SAEConfig of an SAE directory, without loading the weights."""
-    path = Path(sae_dir)
-    if not path.is_dir():
-        raise UserError("SAE directory does not exist", path=path)
+    path = check_dir(sae_dir, "SAE directory")
     cfg_path = path / CFG
-    if not cfg_path.is_file():
+    if not cfg_path.exists():
         raise UserError(f"not an SAE directory (no {CFG})", path=path)
-    return _cfg_from_saelens(_read_json(cfg_path), cfg_path)
+    try:
+        return _cfg_from_saelens(_read_json(cfg_path), cfg_path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"bad SAE config ({type(e).__name__}: {e})", path=cfg_path) from None
+    except UserError as e:
+        if str(cfg_path) in str(e):
+            raise
+        raise UserError(str(e), path=cfg_path) from None
 
 
 def _read_json(cfg_path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", path=cfg_path) from None
-    if not isinstance(d, dict):
-        raise UserError("expected a JSON object", path=cfg_path)
-    return d
+    return read_json(cfg_path, CFG)
 
 
 def read_training(sae_dir: str | Path) -> dict[str, Any]:
     """training.json of an SAE directory ({} when absent, e.g. an SAE trained elsewhere)."""
     path = Path(sae_dir) / TRAINING
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"not valid JSON ({e.msg})", path=path) from None
+    return read_json(path, TRAINING)
 
 
 def load_sae(sae_dir: str | Path, *, device: str | torch.device = "cpu", dtype: str | None = None) -> SAE:
     """Load an SAE directory (ours or a SAELens standard/TopK one) onto `device`, in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     cfg = read_cfg(sae_dir)
     raw = _read_json(Path(sae_dir) / CFG)
     ours = isinstance(raw.get("babelscope"), dict)
@@ -231,12 +224,9 @@ def load_sae(sae_dir: str | Path, *, device: str | torch.device = "cpu", dtype: 
         cfg.dtype = dtype
         cfg.__post_init__()
     weights = Path(sae_dir) / WEIGHTS
-    if not weights.is_file():
+    if not weights.exists():
         raise UserError(f"not an SAE directory (no {WEIGHTS})", path=sae_dir)
-    try:
-        tensors = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"cannot read weights ({e})", path=weights) from None
+    tensors = load_safetensors(weights)
     dims = {"d_in": cfg.d_in, "d_sae": cfg.d_sae}
     for name, shape in _TENSORS.items():
         want = tuple(dims[s] for s in shape)

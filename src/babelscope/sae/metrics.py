@@ -117,21 +117,6 @@ def _splice(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tenso
     return go
 
 
-def check_sae_matches(sae: SAE, model: Any, hook: str | None = None) -> str:
-    """The hook to use; a UserError when the SAE's width does not match that hook of the model."""
-    from babelscope.models.hooks import hook_width, parse_hook
-
-    hook = hook or sae.cfg.hook_name
-    if not hook:
-        raise UserError("the SAE does not record its hook; pass --hook")
-    parse_hook(model, hook)
-    width = hook_width(model, hook)
-    if width != sae.cfg.d_in:
-        raise UserError(f"SAE width mismatch: the SAE reads d_in={sae.cfg.d_in} activations but hook '{hook}' of "
-                        f"this model has width {width}")
-    return hook
-
-
 @torch.no_grad()
 def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], *, tokens: int = 1_000_000,
                  hook: str | None = None, positions: str | None = None, context_size: int | None = None,
@@ -143,8 +128,9 @@ def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], 
     from babelscope.models.contexts import iter_contexts
     from babelscope.models.hooks import patch
     from babelscope.sae.buffer import parse_positions, select_positions
+    from babelscope.sae.pairing import check_pair
 
-    hook = check_sae_matches(sae, model, hook)
+    hook = check_pair(sae, model, hook)
     pos = parse_positions(positions or sae.cfg.extra.get("positions", "all"))
     ctx = context_size or sae.cfg.context_size or 128
     max_tokens = min(ctx, pos.n + 1) if pos.mode == "first" else ctx

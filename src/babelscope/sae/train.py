@@ -12,9 +12,9 @@ contents and RNG and the source position, so a killed run continues to the same 
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -27,14 +27,17 @@ from babelscope import dist
 from babelscope.dist import all_reduce_, broadcast_
 from babelscope.errors import UserError
 from babelscope.files import atomic_path
+from babelscope.resume import check, identify, same
 from babelscope.sae.base import SAE, SAEConfig, input_scale
 from babelscope.sae.buffer import (
     CacheSource,
+    CorpusTooSmall,
     ModelSource,
     Positions,
     ShuffleBuffer,
     build_cache,
     parse_positions,
+    read_cache_meta,
     scale_for,
     take,
 )
@@ -42,7 +45,7 @@ from babelscope.sae.io import save_sae
 from babelscope.sae.relu import ReLUTrainer
 from babelscope.sae.topk import TopKTrainer
 from babelscope.sae.trainable import TrainableSAE
-from babelscope.settings import Settings, opt
+from babelscope.settings import SEED, Settings, opt
 from babelscope.train.tracking import Tracker
 
 CHECKPOINT = "checkpoint.pt"
@@ -66,7 +69,7 @@ class TrainConfig(Settings):
     batch_size: int = opt(4096, "activations per step, over all ranks", gt=0)
     buffer_size: int = opt(1 << 17, "activations in the shuffling pool (per rank)", gt=0)
     warmup_steps: int = opt(500, "linear learning-rate warm-up steps (capped at a tenth of the run)", ge=0)
-    adam_betas: tuple[float, float] = opt((0.9, 0.999), "Adam betas")
+    adam_betas: tuple[float, float] = opt((0.9, 0.999), "Adam betas", ge=0.0, lt=1.0)
     adam_eps: float = opt(6.25e-10, "Adam epsilon (Study B's reference code)", gt=0.0)
     normalize: str = opt("l2", "input normalisation: l2 = unit norm per vector (Study B); scale = one factor, mean "
                                "norm sqrt(d); none", choices=("none", "l2", "scale"))
@@ -76,7 +79,7 @@ class TrainConfig(Settings):
     auxk: bool = opt(True, "TopK without the AuxK loss on dead latents", flag="--no-auxk")
     dead_window: int | None = opt(None, "tokens without firing that make a latent dead (default min(10M, "
                                         "tokens/10))", gt=0)
-    seed: int = opt(0, "seed of the initialisation and the shuffling")
+    seed: int = opt(0, "seed of the initialisation and the shuffling", **SEED)
     checkpoint_every: int | None = opt(None, "steps between checkpoints (default: a twentieth of the run)", gt=0)
     log_every: int = opt(100, "steps between logged losses", gt=0)
     text_field: str = opt("text", "the record field holding the text")
@@ -234,7 +237,8 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     opts = [make_optimizer(t, lr, tcfg) for t, lr in zip(trainers, lrs, strict=True)]
     since = [torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device) for _ in lrs]
     step, history, t_train = 0, [], 0.0
-    fp = _fingerprint(tcfg, sae_cfg)
+    mse_acc = torch.zeros(len(lrs), device=device)  # summed MSE since the last logged step
+    fp = {**_fingerprint(tcfg, sae_cfg), "source": describe or {}}
     ckpt = out / CHECKPOINT if out is not None else None
 
     if resume and out is not None and not (ckpt and ckpt.is_file()):
@@ -242,10 +246,13 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         if done is not None:
             return done
     if resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["fingerprint"] != fp:
-            raise UserError("checkpoint was written by a run with other settings; use a new --out or drop "
-                            "--resume", path=ckpt)
+        from babelscope.inputs import load_torch
+
+        state = load_torch(ckpt, "SAE checkpoint")
+        if not isinstance(state, dict) or "fingerprint" not in state:
+            raise UserError("not an SAE training checkpoint; delete it to start over", path=ckpt)
+        check(state["fingerprint"], fp, where=ckpt, what="this checkpoint",
+              hint="use a new --out or drop --resume")
         for t, o, s, ts in zip(trainers, opts, since, state["trainers"], strict=True):
             t.load_state_dict(ts["model"])
             o.load_state_dict(ts["opt"])
@@ -255,10 +262,12 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
             t.cfg = replace(sae_cfg)
         buffer.load_state_dict(state["buffers"][rank])
         step, history, t_train = state["step"], state["history"], state["t_train"]
+        mse_acc.copy_(state["mse_acc"])
     else:
         first = buffer.next_batch()
         if first is None:
-            raise UserError("corpus too small: no training activations after the validation set")
+            raise UserError("corpus too small: no training activations after the validation set (add documents, "
+                            "or lower --val-tokens or --model-batch-size: validation takes whole model batches)")
         if sae_cfg.normalize == "scale":  # one fixed factor, from the validation rows (or the first batch)
             scale = torch.tensor([scale_for(val if len(val) else first)], device=device)
             broadcast_([scale], world)
@@ -282,7 +291,7 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         if rank != 0 or ckpt is None:
             return
         state = {"fingerprint": fp, "sae_cfg": trainers[0].cfg.to_dict(), "step": step, "history": history,
-                 "t_train": t_train, "buffers": buffers,
+                 "t_train": t_train, "buffers": buffers, "mse_acc": mse_acc.cpu(),
                  "trainers": [{"model": t.state_dict(), "opt": o.state_dict(), "since": s.cpu()}
                               for t, o, s in zip(trainers, opts, since, strict=True)]}
         with atomic_path(ckpt) as tmp:
@@ -291,7 +300,6 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     tracker = Tracker(out, tcfg.report_to, step) if out is not None and rank == 0 else Tracker("", [])
     bar = progress(total=steps * tcfg.batch_size, initial=step * tcfg.batch_size,
                    desc=f"sae {sae_cfg.arch} x{len(lrs)} lr", unit="act", unit_scale=True)
-    mse_acc = torch.zeros(len(lrs), device=device)
     while step < steps:
         x = buffer.next_batch()
         have = torch.tensor([0.0 if x is None else 1.0])
@@ -339,6 +347,11 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     for g in grid:
         tracker.log(step, {_tag(f"eval/{k}", g["lr"], lrs): g.get(k) for k in ("mse", "fve", "l0", "dead_fraction")})
     tracker.close()
+    passes, per_pass = getattr(train_source, "passes", 0), getattr(train_source, "pass_rows", 0)
+    epochs = step * local_batch / per_pass if passes and per_pass else None  # None: within one pass
+    if epochs is not None and rank == 0:
+        print(f"babelscope: note: the corpus gives {per_pass * world} training activations per pass; training on "
+              f"{step * tcfg.batch_size} took {epochs:.2f} passes over it (epochs)", file=sys.stderr)
     key = "mse" if len(val) else "dead_train_fraction"
     best = min(range(len(lrs)), key=lambda i: (grid[i].get(key, math.inf), i))
     rate = step * tcfg.batch_size / t_train if t_train else 0.0
@@ -346,7 +359,8 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
                 "train": tcfg.to_dict(), "l1": relu_l1(tcfg, sae_cfg.d_in) if tcfg.arch == "relu" else None,
                 "dead_window": window, "warmup_steps": warmup, "world_size": world,
                 "sae_step_activations_per_s": rate, "sae_step_seconds": t_train, "history": history,
-                "source": describe or {}, "fingerprint": fp}
+                "source": describe or {}, "fingerprint": fp, "epochs": epochs,
+                "activations_per_pass": per_pass * world if passes else None}
     if out is not None and rank == 0:
         save_sae(saes[best], out, training)
         if len(lrs) > 1:
@@ -367,7 +381,7 @@ def _finished(out: Path, fp: dict[str, Any], n_lrs: int) -> TrainResult | None:
     from babelscope.sae.io import load_sae, read_training
 
     info = read_training(out) if (out / "cfg.json").is_file() else {}
-    if not info.get("complete") or info.get("fingerprint") != json.loads(json.dumps(fp)):
+    if not info.get("complete") or not same(info.get("fingerprint"), fp):
         return None
     best = load_sae(out)
     saes = [load_sae(out / "lr_grid" / f"lr-{g['lr']:g}") for g in info["lr_grid"]] if n_lrs > 1 else [best]
@@ -381,7 +395,9 @@ def _record_source(data: Sequence[str | Path] | Iterable[dict] | Callable[[], It
     if callable(data):
         return data
     if isinstance(data, list | tuple) and data and isinstance(data[0], str | Path):
-        paths = list(data)
+        from babelscope.corpus import check_corpus
+
+        paths = check_corpus(data, text_field)  # a bad file fails before the model loads
         return lambda: iter_corpus(paths, text_field)
     if isinstance(data, list | tuple):
         records = list(data)
@@ -409,10 +425,17 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     fields (arch, k, tokens, lrs, ...). With `cache_dir`, activations are computed once into .npy shards and
     every later run with the same settings trains from them. Returns the best SAE, its metrics and the grid.
     """
+    from babelscope.files import check_output, sweep_stale
+    from babelscope.inputs import check_torch_file
     from babelscope.models import load_model, resolve_device
     from babelscope.models.hooks import hook_width, parse_hook
 
     tcfg = replace(config or TrainConfig(), **overrides)
+    if out_dir is not None:
+        check_output(out_dir, directory=True, what="SAE directory")
+        if resume and (Path(out_dir) / CHECKPOINT).is_file():
+            check_torch_file(Path(out_dir) / CHECKPOINT, "SAE checkpoint")
+    records = _record_source(data, tcfg.text_field)
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device)
@@ -420,21 +443,30 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     rank, world = d.rank, d.world
     if d.enabled and device.startswith("cuda"):
         device = f"cuda:{d.local_rank}"
+    if out_dir is not None and rank == 0:
+        sweep_stale(out_dir)
     model_name = str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "")
+    model_id = identify(model) if isinstance(model, str | Path) else model_name  # what a resume must match
     if isinstance(model, str | Path):
         model, tokenizer = load_model(model, device=device)
     elif tokenizer is None:
         raise UserError("train_sae needs `tokenizer` when given a model object")
     parse_hook(model, hook)
     d_in = hook_width(model, hook)
+    if out_dir is not None and rank == 0:  # the SAEs and their checkpoint (weights, Adam moments, the buffer)
+        weights = 4 * 2 * d_in * (tcfg.d_sae or tcfg.expansion * d_in) * (len(tcfg.lrs) + 1)
+        check_output(out_dir, directory=True, what="SAE directory", need=4 * weights + 8 * d_in * tcfg.buffer_size)
+    if cache_dir is not None and rank == 0 and not (Path(cache_dir) / "cache.json").exists():
+        check_output(cache_dir, directory=True, what="activation cache", need=4 * d_in * (tcfg.val_tokens + tcfg.tokens))
     positions: Positions = parse_positions(tcfg.positions)
     sae_cfg = SAEConfig(arch=tcfg.arch, d_in=d_in, d_sae=tcfg.d_sae or tcfg.expansion * d_in,
                         k=tcfg.k if tcfg.arch == "topk" else None, hook_name=hook, model=model_name,
                         normalize=tcfg.normalize, context_size=tcfg.context_size,
                         extra={"positions": str(positions), "seed": tcfg.seed, "dataset_path": _dataset_path(data)})
-    records = _record_source(data, tcfg.text_field)
-    describe = {"model": model_name, "hook": hook, "positions": str(positions), "context_size": tcfg.context_size,
+    describe = {"model": model_id, "hook": hook, "positions": str(positions), "context_size": tcfg.context_size,
                 "seed": tcfg.seed}
+    if isinstance(data, list | tuple) and data and isinstance(data[0], str | Path):
+        describe["data"] = identify(list(data))
 
     def model_source(r: int, w: int) -> ModelSource:
         return ModelSource(model, tokenizer, records, hook, positions=positions, context_size=tcfg.context_size,
@@ -442,19 +474,22 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
 
     if cache_dir is not None:
         need = tcfg.val_tokens + tcfg.tokens
-        if rank == 0:
-            build_cache(model_source(0, 1), cache_dir, need, describe=describe)
+        if rank == 0:  # a corpus short of `need` is cached whole and trained on in epochs
+            build_cache(model_source(0, 1), cache_dir, need, describe=describe,
+                        min_rows=tcfg.val_tokens + tcfg.batch_size)
         dist.barrier(d)
-        per_v, per_t = tcfg.val_tokens // world, tcfg.tokens // world
+        rows = read_cache_meta(cache_dir)["rows"]
+        per_v, per_t = tcfg.val_tokens // world, min(tcfg.tokens, rows - tcfg.val_tokens) // world
         v0, t0 = rank * per_v, tcfg.val_tokens + rank * per_t
         val = take(CacheSource(cache_dir, v0, v0 + per_v, device=device), per_v)
-        source: Any = CacheSource(cache_dir, t0, t0 + per_t, device=device)
+        source: Any = CacheSource(cache_dir, t0, t0 + per_t, device=device, loop=rows < need)
     else:
         source = model_source(rank, world)
         val_n = tcfg.val_tokens // world
         val = take(source, val_n) if val_n else torch.empty(0, d_in, device=device)
         if len(val) < val_n:
-            raise UserError(f"corpus too small: it gave {len(val)} activations, the validation set alone needs "
-                            f"{val_n} (add documents or lower --val-tokens)")
+            raise CorpusTooSmall(f"corpus too small: it gave {len(val)} activations, the validation set alone "
+                                 f"needs {val_n} (add documents or lower --val-tokens)", len(val), val_n)
+        source.repeat_from_here()  # a small corpus is read again (epochs), never its validation documents
     return train_on_source(source, val, tcfg, sae_cfg, out_dir=out_dir, resume=resume, device=device,
                            callback=callback, rank=rank, world=world, describe=describe)

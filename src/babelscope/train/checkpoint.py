@@ -3,7 +3,6 @@ RNG states, data position) and `checkpoint.json` (step, tokens), written to a te
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from babelscope.errors import UserError
+from babelscope.files import dumps
 
 STATE = "trainer_state.pt"
 INFO = "checkpoint.json"
@@ -52,7 +52,7 @@ def save_checkpoint(path: str | Path, model, tokenizer, state: dict[str, Any], i
         tokenizer.model_max_length = int(context)
     tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE)
-    (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / INFO).write_text(dumps(info, indent=2) + "\n")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
@@ -66,14 +66,15 @@ def save_checkpoint(path: str | Path, model, tokenizer, state: dict[str, Any], i
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read `trainer_state.pt` of a checkpoint dir; a truncated or corrupt file is a one-line error."""
+    from babelscope.inputs import load_torch
+
     f = Path(path) / STATE
     if not f.exists():
         raise UserError(f"no {STATE}: not a babelscope checkpoint", path=Path(path))
-    try:
-        return torch.load(f, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated zip, bad pickle, ...
-        raise UserError(f"truncated or corrupt checkpoint ({type(e).__name__}); delete it to resume from an "
-                        "earlier one", path=f) from None
+    state = load_torch(f, "checkpoint")
+    if not isinstance(state, dict):
+        raise UserError(f"not a babelscope checkpoint (holds a {type(state).__name__})", path=f)
+    return state
 
 
 def check_weights(path: str | Path) -> None:
@@ -105,4 +106,6 @@ def list_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / INFO).read_text())
+    from babelscope.inputs import read_json
+
+    return read_json(Path(path) / INFO, INFO)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from babelscope.errors import UserError
+from babelscope.files import dumps
 from babelscope.progress import progress
 
 FORMAT_VERSION = 1
@@ -27,11 +28,14 @@ def _fingerprint(paths: Iterable[Path]) -> list[dict]:
     return [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in paths]
 
 
-def shard_key(tokenizer_dir: Path, data: list[Path], val_data: list[Path], val_every: int, text_field: str) -> str:
+def shard_key(tokenizer_dir: Path, data: list[Path], val_data: list[Path], val_every: int, text_field: str,
+              min_val_tokens: int = 0) -> str:
     """A cache key that changes whenever the tokenizer, the files or the split would change the tokens."""
     tok_hash = hashlib.sha256((tokenizer_dir / "tokenizer.json").read_bytes()).hexdigest()
     spec = {"v": FORMAT_VERSION, "tok": tok_hash, "data": _fingerprint(data), "val": _fingerprint(val_data),
             "val_every": val_every, "text_field": text_field}
+    if min_val_tokens and not val_data:
+        spec["min_val_tokens"] = min_val_tokens
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -57,10 +61,12 @@ def _write_split(path: Path, chunks: list[np.ndarray], dtype: np.dtype) -> int:
 
 def build_shards(tokenizer_dir: str | Path, data: list[str | Path], cache_dir: str | Path, *,
                  val_data: list[str | Path] | None = None, val_fraction: float = 0.01,
-                 text_field: str = "text", batch_docs: int = 1000) -> Shards:
+                 text_field: str = "text", batch_docs: int = 1000, min_val_tokens: int = 0) -> Shards:
     """Tokenise the corpus into `cache_dir/<key>/{train,val}.npy` once; later calls just open them.
 
-    Without `val_data`, every `round(1/val_fraction)`-th document goes to validation.
+    Without `val_data`, every `round(1/val_fraction)`-th document goes to validation. A corpus too small for
+    that to give `min_val_tokens` (one context window; a 40-story native set for continual pre-training) holds
+    out its last documents instead, as few as give that many tokens; `meta["val_note"]` says so.
     """
     from babelscope.corpus import iter_corpus
     from babelscope.tokenizer import encode_batch, load_tokenizer
@@ -72,7 +78,7 @@ def build_shards(tokenizer_dir: str | Path, data: list[str | Path], cache_dir: s
         if not p.is_file():
             raise UserError("no such corpus file", path=p)
     val_every = 0 if val_paths else max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
-    key = shard_key(tokenizer_dir, data_paths, val_paths, val_every, text_field)
+    key = shard_key(tokenizer_dir, data_paths, val_paths, val_every, text_field, min_val_tokens)
     out = Path(cache_dir) / key
     if (out / "meta.json").exists():
         return open_shards(out)
@@ -106,6 +112,13 @@ def build_shards(tokenizer_dir: str | Path, data: list[str | Path], cache_dir: s
     stream(data_paths, lambda i: "val" if val_every and i % val_every == val_every - 1 else "train")
     if val_paths:
         stream(val_paths, lambda i: "val")
+    note = None
+    if val_every and sum(map(len, splits["val"])) < min_val_tokens:
+        held = _hold_out(splits, docs, min_val_tokens)
+        if held:
+            note = (f"a corpus of {docs['train'] + docs['val']} documents is too small to validate on every "
+                    f"{val_every}th one (the split needs one context window, {min_val_tokens} tokens): its last "
+                    f"{held} documents are held out for validation instead; pass --val-data to validate on others")
     if not splits["val"]:
         raise UserError("no validation documents: give --val-data or a corpus with at least "
                         f"{val_every or 2} documents", path=data_paths[0])
@@ -114,14 +127,26 @@ def build_shards(tokenizer_dir: str | Path, data: list[str | Path], cache_dir: s
     tmp.mkdir(parents=True)
     meta = {"key": key, "tokenizer": str(tokenizer_dir.resolve()), "vocab": len(tok), "dtype": dtype.name,
             "data": [str(p) for p in data_paths], "val_data": [str(p) for p in val_paths],
-            "val_every": val_every, "docs": docs,
+            "val_every": val_every, "docs": docs, "val_note": note,
             "tokens": {s: _write_split(tmp / f"{s}.npy", c, dtype) for s, c in splits.items()}}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    (tmp / "meta.json").write_text(dumps(meta, indent=2))
     try:
         os.replace(tmp, out)
     except OSError:  # another process (a DDP rank) finished the same shards first
         shutil.rmtree(tmp, ignore_errors=True)
     return open_shards(out)
+
+
+def _hold_out(splits: dict[str, list], docs: dict[str, int], tokens: int) -> int:
+    """Move the last training documents to validation until it holds `tokens` tokens, keeping one document to
+    train on; returns how many moved."""
+    moved = 0
+    while sum(map(len, splits["val"])) < tokens and len(splits["train"]) > 1:
+        splits["val"].insert(0, splits["train"].pop())
+        docs["train"] -= 1
+        docs["val"] += 1
+        moved += 1
+    return moved
 
 
 def open_shards(path: str | Path) -> Shards:

@@ -4,9 +4,9 @@ pre-training (`init_from`: weights and optimizer state) and exact resume (`resum
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from babelscope import dist
+from babelscope import dist, resume
 from babelscope.errors import UserError
-from babelscope.files import write_json_atomic
-from babelscope.settings import Settings, opt
+from babelscope.files import check_output, sweep_stale, write_json_atomic
+from babelscope.models.presets import PRESETS
+from babelscope.settings import SEED, Settings, opt
 from babelscope.train.checkpoint import (
     check_weights,
     list_checkpoints,
@@ -32,6 +33,7 @@ from babelscope.train.metrics import MetricsLog, plot_losses
 from babelscope.train.tracking import Tracker
 
 # Settings that shape the trajectory: a resumed run must use the ones it started with.
+_RESUME_INPUTS = ("data", "val_data", "init_from")  # compared by content, not by how the path is spelled
 _RESUME_KEYS = ("preset", "data", "val_data", "context", "batch_size", "grad_accum", "lr", "schedule", "warmup",
                 "min_lr", "epochs", "max_steps", "seed", "init_from", "kv_heads")
 
@@ -42,7 +44,7 @@ class TrainConfig(Settings):
 
     data: list[str] = opt(help="training corpus files (JSONL, .txt, Parquet)")
     out: str = opt(help="run directory")
-    preset: str | None = opt(None, "model preset (see `babelscope models list`)")
+    preset: str | None = opt(None, "model preset (see `babelscope models list`)", choices=tuple(PRESETS))
     tokenizer: str | None = opt(None, "tokenizer directory (not needed with --init-from)")
     val_data: list[str] = opt(help="validation files (default: every 1/val_fraction-th document of --data)",
                               default_factory=list)
@@ -60,7 +62,7 @@ class TrainConfig(Settings):
     warmup: float = opt(0.05, "warm-up: a fraction of the steps (< 1) or a number of steps", ge=0)
     min_lr: float = opt(0.1, "cosine floor, as a fraction of --lr", ge=0.0, le=1.0)
     weight_decay: float = opt(0.1, "AdamW weight decay (matrices only)", ge=0)
-    betas: tuple[float, float] = opt((0.9, 0.95), "AdamW betas")
+    betas: tuple[float, float] = opt((0.9, 0.95), "AdamW betas", ge=0.0, lt=1.0)
     grad_clip: float = opt(1.0, "gradient-norm clip", gt=0)
     epochs: float = opt(1.0, "passes over the training split", gt=0)
     max_steps: int | None = opt(None, "stop after this many optimizer steps (overrides --epochs)", gt=0)
@@ -74,7 +76,7 @@ class TrainConfig(Settings):
                                   "end is final/)", ge=0)
     log_first: float = opt(1 / 64, "the first log-spaced checkpoint, as a share of the run's tokens", gt=0.0,
                            le=1.0)
-    seed: int = opt(0, "seed of the initialisation and the data order")
+    seed: int = opt(0, "seed of the initialisation and the data order", **SEED)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     precision: str = opt("auto", "auto: bf16 autocast on a GPU that has it, else fp32",
                          choices=("auto", "fp32", "bf16"))
@@ -125,13 +127,21 @@ def _cache_dir(cfg: TrainConfig) -> Path:
     return Path(os.environ.get("BABELSCOPE_CACHE", Path.home() / ".cache" / "babelscope")) / "tokens"
 
 
-def _check_resume(out: Path, cfg: TrainConfig) -> None:
-    saved = json.loads((out / "config.json").read_text())["args"] if (out / "config.json").exists() else {}
+def _resume_record(cfg: TrainConfig) -> dict:
+    """The settings and inputs (by content) a resumed run must share with the run it continues."""
     now = asdict(cfg)
-    for k in _RESUME_KEYS:
-        if k in saved and json.loads(json.dumps(now[k])) != saved[k]:
-            raise UserError(f"--resume with a different {k} than the run started with (was {saved[k]!r}, "
-                            f"now {now[k]!r})", path=out / "config.json")
+    return resume.record({k: now[k] for k in _RESUME_KEYS if k not in _RESUME_INPUTS},
+                         {k: now[k] for k in _RESUME_INPUTS})
+
+
+def _check_resume(out: Path, cfg: TrainConfig) -> None:
+    from babelscope.inputs import read_json
+
+    path = out / "config.json"
+    saved = read_json(path, "config.json").get("resume") if path.exists() else None
+    if saved is not None:
+        resume.check(saved, _resume_record(cfg), where=path, what="this run",
+                     hint="pass --resume with the settings it started with, or choose another --out")
 
 
 @dataclass
@@ -159,11 +169,25 @@ def _resume_point(out: Path, cfg: TrainConfig) -> Path | None:
     return out / "final" if (out / "final" / "checkpoint.json").exists() else None
 
 
-def _token_shards(cfg: TrainConfig, tok_dir: Path, d: dist.Dist) -> Shards:
+def _planned_context(cfg: TrainConfig, src: Path | str | None) -> int:
+    """The context the run will train with, known before the model is built (from the flag, the model it starts
+    from, or the preset)."""
+    from babelscope.inputs import read_json
+
+    if cfg.context:
+        return cfg.context
+    if src:
+        return int(read_json(Path(src) / "config.json", "config.json").get("max_position_embeddings") or 512)
+    return PRESETS[cfg.preset].context if cfg.preset in PRESETS else 512
+
+
+def _token_shards(cfg: TrainConfig, tok_dir: Path, d: dist.Dist, src: Path | str | None) -> Shards:
     """The corpus as token shards: tokenised once (by rank 0), then memory-mapped by every rank."""
+    min_val = _planned_context(cfg, src) + 1  # one validation window, held out of a small corpus if need be
+
     def build() -> Shards:
         return build_shards(tok_dir, cfg.data, _cache_dir(cfg), val_data=cfg.val_data,
-                            val_fraction=cfg.val_fraction, text_field=cfg.text_field)
+                            val_fraction=cfg.val_fraction, text_field=cfg.text_field, min_val_tokens=min_val)
     if d.main:
         shards = build()
     dist.barrier(d)
@@ -178,18 +202,19 @@ def _build_model(cfg: TrainConfig, tok, src: Path | str | None):
 
     torch.manual_seed(cfg.seed)
     if src:
-        check_weights(src)
-        return AutoModelForCausalLM.from_pretrained(src, local_files_only=True, dtype=torch.float32)
+        try:
+            return AutoModelForCausalLM.from_pretrained(src, local_files_only=True, dtype=torch.float32)
+        except Exception as e:  # transformers raises many types for a broken directory
+            raise UserError(f"cannot load model ({type(e).__name__}: {e})", path=src) from None
     return LlamaForCausalLM(llama_config(cfg.preset, len(tok), kv_heads=cfg.kv_heads, context=cfg.context,
                                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                          pad_token_id=tok.pad_token_id))
 
 
-def _restore(cfg: TrainConfig, opt, n_windows: int, resume_from: Path | None) -> tuple[Progress, dict | None]:
+def _restore(cfg: TrainConfig, opt, n_windows: int, resume_from: Path | None, state: dict | None
+             ) -> tuple[Progress, dict | None]:
     """Load the optimizer state (resume: everything; --init-from: the optimizer unless told not to) and return
     where the run stands, with the saved state a resume still needs (scheduler, RNG)."""
-    src = resume_from or cfg.init_from
-    state = load_state(src) if src else None
     if resume_from:
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
@@ -240,10 +265,24 @@ def train(cfg: TrainConfig) -> Path:
     d = dist.init(device)
     if d.enabled and device.startswith("cuda"):
         device = f"cuda:{d.local_rank}"
-    out = Path(cfg.out)
+    out = check_output(cfg.out, directory=True, what="run")
     resume_from = _resume_point(out, cfg)
     if cfg.init_from:
         check_model_dir(cfg.init_from)
+    src = resume_from or cfg.init_from
+    if src:  # a truncated checkpoint fails now, not after the corpus is tokenised
+        check_weights(src)
+    state = None
+    if resume_from:
+        state = load_state(resume_from)
+    elif cfg.init_from and cfg.init_optimizer:
+        if not (Path(cfg.init_from) / "trainer_state.pt").exists():
+            raise UserError("no optimizer state to continue from (no trainer_state.pt); pass --no-init-optimizer "
+                            "to start a fresh one", path=cfg.init_from)
+        state = load_state(cfg.init_from)
+    if d.main:
+        sweep_stale(out)
+        sweep_stale(out / "checkpoints")
     if not (resume_from or cfg.init_from or cfg.tokenizer):
         raise UserError("--tokenizer is required (or --init-from a model directory)")
     if not (resume_from or cfg.init_from or cfg.preset):
@@ -251,8 +290,10 @@ def train(cfg: TrainConfig) -> Path:
     tok_dir = Path(resume_from or cfg.init_from or cfg.tokenizer)
     tok = load_tokenizer(tok_dir)
 
-    shards = _token_shards(cfg, tok_dir, d)
-    model = _build_model(cfg, tok, resume_from or cfg.init_from)
+    shards = _token_shards(cfg, tok_dir, d, src)
+    if shards.meta.get("val_note") and d.main:
+        print(f"babelscope: note: {shards.meta['val_note']}", file=sys.stderr, flush=True)
+    model = _build_model(cfg, tok, src)
     check_vocab(model, tok, tok_dir)
     max_ctx = getattr(model.config, "max_position_embeddings", 512)
     ctx = cfg.context or max_ctx
@@ -265,10 +306,13 @@ def train(cfg: TrainConfig) -> Path:
     n_windows = windows(shards.train, ctx)
     per_step = cfg.batch_size * cfg.grad_accum * d.world
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * n_windows / per_step))
+    if d.main:  # every checkpoint: fp32 weights and two AdamW moments
+        saves = 1 + len(cfg.checkpoint_at) + cfg.log_checkpoints + (total // cfg.save_every if cfg.save_every else 0)
+        check_output(out, directory=True, what="run", need=saves * 12 * sum(p.numel() for p in model.parameters()))
     warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
 
     opt = _optimizer(model, cfg, fused=device.startswith("cuda"))
-    run, state = _restore(cfg, opt, n_windows, resume_from)
+    run, state = _restore(cfg, opt, n_windows, resume_from, state)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule, cfg.min_lr))
     if state is not None:
         sched.load_state_dict(state["scheduler"])
@@ -295,7 +339,8 @@ def train(cfg: TrainConfig) -> Path:
             log.start()
             info = {"total_steps": total, "tokens_per_step": per_step * ctx, "world_size": d.world,
                     "shards": shards.meta, "model": raw.config.to_dict()}
-            write_json_atomic(out / "config.json", {**manifest("train", asdict(cfg)), **info})
+            write_json_atomic(out / "config.json", {**manifest("train", asdict(cfg)), **info,
+                                                    "resume": _resume_record(cfg)})
 
     def validate() -> float:
         return evaluate(raw, shards.val, ctx, cfg, d, device, autocast)

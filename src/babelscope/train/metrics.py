@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from babelscope.files import atomic_path
@@ -16,18 +17,33 @@ TAGS = {"train_loss": "train/loss", "val_loss": "eval/loss", "lr": "train/learni
 
 
 class MetricsLog:
-    """Append-only CSV; `resume_at(step)` drops rows a killed run wrote after its last checkpoint. Rows also go
-    to `tracker` (`train.tracking.Tracker`: TensorBoard) when one is given."""
+    """Append-only CSV; `resume_at(step)` drops rows a killed run wrote after its last checkpoint, and a row the
+    kill cut in half (which would otherwise read as a row for another step). Rows also go to `tracker`
+    (`train.tracking.Tracker`: TensorBoard) when one is given."""
 
     def __init__(self, path: str | Path, tracker=None):
         self.path = Path(path)
         self.tracker = tracker
 
     def resume_at(self, step: int) -> None:
-        rows = self.read()
-        keep = [r for r in rows if int(r["step"]) <= step]
-        if len(keep) != len(rows) or not self.path.exists():
+        whole = self._whole_lines()
+        rows = list(csv.DictReader(io.StringIO(whole)))
+        keep, last = [], -1
+        for r in rows:
+            s = r.get("step") or ""
+            if not s.isdigit() or None in r.values() or int(s) <= last or int(s) > step:
+                continue
+            keep.append(r)
+            last = int(s)
+        if len(keep) != len(rows) or not self.path.exists() or self.path.stat().st_size != len(whole.encode()):
             self._rewrite(keep)
+
+    def _whole_lines(self) -> str:
+        """The file up to its last complete line."""
+        if not self.path.exists():
+            return ""
+        data = self.path.read_bytes()
+        return data[:data.rfind(b"\n") + 1].decode("utf-8", errors="replace")
 
     def start(self) -> None:
         self._rewrite([])

@@ -24,7 +24,7 @@ from babelscope.corpus.storyworld.generator import (
 from babelscope.corpus.storyworld.names import ARABIC_NAMES, ENGLISH_NAMES, Name
 from babelscope.corpus.storyworld.vocab import ADJECTIVES, GREY_DAY, NOUNS, VERBS, Adjective, Noun, Verb
 from babelscope.errors import UserError
-from babelscope.settings import Settings, csv, opt
+from babelscope.settings import SEED, Settings, csv, opt
 
 __all__ = [
     "ADJECTIVES", "ARABIC_NAMES", "ENGLISH_NAMES", "FEATURES", "GREY_DAY", "LANGS", "MAX_WORDS", "MIN_WORDS", "NOUNS",
@@ -45,7 +45,7 @@ class StoryworldConfig(Settings):
                            default_factory=lambda: ["en", "ar"], parse=csv, metavar="LIST")
     style: str = opt("translated", "how the Arabic treats names and dialogue tags: translated (English names, "
                                    "English tag order) or native", choices=STYLES)
-    seed: int = opt(0, "story i depends only on (seed, i)")
+    seed: int = opt(0, "story i depends only on (seed, i)", **SEED)
     dialogue_before_rate: float = opt(0.2, 'share of English quotes with the tag first, `Tim said, "..."`',
                                       ge=0.0, le=1.0, metavar="P")
 
