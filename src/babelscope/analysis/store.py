@@ -103,6 +103,7 @@ class FeaturesConfig(StoreConfig):
     sae: str = opt(help="SAE directory (cfg.json + sae_weights.safetensors)")
     data: list[str] = opt(help="corpus files (JSONL, .txt, Parquet)")
     out: str = opt(help="feature store directory")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
     text_field: str = opt("text", "the record field holding the text")
     keep_cache: bool = opt(False, "keep the sparse shards after the tables are written")
     device: str = opt("auto", "cpu, cuda or auto")
@@ -277,12 +278,13 @@ COLUMNS = {
 
 def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Path], out: str | Path,
                 cfg: StoreConfig, *, text_field: str = "text", device: str = "cpu", keep_cache: bool = False,
-                command_args: dict | None = None) -> dict[str, Any]:
+                command_args: dict | None = None, force: bool = False) -> dict[str, Any]:
     """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content."""
     from babelscope.corpus import iter_corpus
     from babelscope.manifest import manifest
     from babelscope.models import load_model
     from babelscope.sae.io import load_sae
+    from babelscope.sae.metrics import check_sae_matches
 
     out = Path(out)
     source = {"model": str(Path(model_dir).resolve()), "sae": str(Path(sae_dir).resolve()),
@@ -292,9 +294,9 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
         return done
     model, tokenizer = load_model(model_dir, device=device)
     sae = load_sae(sae_dir, device=next(model.parameters()).device)
-    hook = sae.cfg.hook_name
-    if not hook:
+    if not sae.cfg.hook_name:
         raise UserError("the SAE's cfg.json names no hook point (metadata.hook_name)", path=sae_dir)
+    hook = check_sae_matches(sae, model, force=force)
     state = write_shards(model, tokenizer, sae, hook, iter_corpus(data, text_field), out / CACHE, cfg,
                          source=source)
     result = aggregate(out / CACHE, cfg, n_features=int(sae.cfg.d_sae), vocab_size=len(tokenizer))

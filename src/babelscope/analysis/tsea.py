@@ -284,6 +284,7 @@ class TseaConfig(Settings):
     context: int = opt(128, "tokens per context when reading activations for the nulls", gt=1)
     chunk: int = opt(512, "features per chunk", gt=0)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
 
 
 def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence, out: str | Path, *,
@@ -455,10 +456,12 @@ def analyze_tsea(cfg: TseaConfig, *, command_args: dict | None = None) -> dict:
     from babelscope.manifest import manifest
     from babelscope.models import load_model
     from babelscope.sae.io import load_sae
+    from babelscope.sae.metrics import check_sae_matches
     from babelscope.settings import as_dict
 
     model, tokenizer = load_model(cfg.model, device=cfg.device)
     sae = load_sae(cfg.sae)
+    check_sae_matches(sae, model, force=cfg.force)
     families = check_families([f for f in cfg.null if f != "none"])
     texts = None
     if cfg.data:

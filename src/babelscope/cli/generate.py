@@ -26,9 +26,11 @@ def run(cfg: GenerateConfig) -> int:
     if cfg.steer:
         from babelscope.intervene.steer import steering_patches
         from babelscope.sae.io import load_sae
+        from babelscope.sae.metrics import check_sae_matches
 
         sae = load_sae(cfg.sae)
         sae.to(next(model.parameters()).device)
+        check_sae_matches(sae, model, force=cfg.force)
         patches = steering_patches(sae, cfg.steer, cfg.steer_mode)
     outs = generate(model, tok, cfg.prompt, n=cfg.n, max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed, patches=patches)

@@ -49,7 +49,7 @@ def run_eval(cfg: SAEEvalConfig) -> int:
     sae = sae.to(next(model.parameters()).device)
     metrics = evaluate_sae(sae, model, tok, iter_corpus(cfg.data, cfg.text_field), tokens=cfg.tokens,
                            hook=cfg.hook, positions=cfg.positions, context_size=cfg.context_size,
-                           batch_size=cfg.batch_size, lm_loss=cfg.lm_loss)
+                           batch_size=cfg.batch_size, lm_loss=cfg.lm_loss, force=cfg.force)
     if cfg.out:
         write_json_atomic(cfg.out, metrics)
     print(json.dumps(metrics, indent=2))

@@ -50,7 +50,8 @@ def search_rows(rows: list[dict], q: str, sets: list[str], limit: int = 50) -> l
 
 
 def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir: str | Path | None = None,
-               use_model: bool = True, tsea_dir: str | Path | None = None, device: str = "cpu") -> Any:
+               use_model: bool = True, tsea_dir: str | Path | None = None, device: str = "cpu",
+               force: bool = False) -> Any:
     """The FastAPI app for a site directory (has index.html) or a feature store directory (has meta.json)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -76,7 +77,7 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
         from babelscope.report.dashboard import Dashboard, load_for_site, read_tsea
 
         store, tokenizer, model, sae = load_for_site(path, model_dir=model_dir, sae_dir=sae_dir, device=device,
-                                                     need_model=use_model)
+                                                     need_model=use_model, force=force)
         dash = Dashboard(store, tokenizer, model=model, sae=sae, tsea=read_tsea(tsea_dir))
         rows = dash.index_rows()
         tsea_pages = _tsea_pages(tsea_dir, dash.F)
@@ -165,6 +166,7 @@ class BrowseConfig(Settings):
     tsea: str | None = opt(None, "for a feature store: an `analyze tsea` output directory")
     use_model: bool = opt(True, "for a feature store: no logits or loss underlines", flag="--no-model")
     device: str = opt("cpu", "cpu, cuda or auto")
+    force: bool = opt(False, "for a feature store: use the SAE with a model other than the one it was trained on")
 
 
 def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:

@@ -355,6 +355,7 @@ class DashboardConfig(Settings):
     loss: bool = opt(True, "skip the loss underlines (faster)", flag="--no-loss")
     png: bool = opt(False, "also write a PNG summary per feature")
     device: str = opt("auto", "cpu, cuda or auto")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
 
 
 def pick_features(store: FeatureStore, cfg: DashboardConfig, tsea: dict | None) -> list[int] | None:
@@ -431,14 +432,16 @@ def make_site(cfg: DashboardConfig) -> dict[str, Any]:
     from babelscope.models import resolve_device
 
     store, tok, model, sae = load_for_site(cfg.features, model_dir=cfg.model, sae_dir=cfg.sae,
-                                           device=resolve_device(cfg.device), need_model=cfg.use_model)
+                                           device=resolve_device(cfg.device), need_model=cfg.use_model,
+                                           force=cfg.force)
     tsea = read_tsea(cfg.tsea)
     return build_site(store, cfg.out, tok, model=model, sae=sae, tsea=tsea, tsea_dir=cfg.tsea,
                       features=pick_features(store, cfg, tsea), loss=cfg.loss, png=cfg.png)
 
 
 def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = None,
-                  sae_dir: str | Path | None = None, device: str = "cpu", need_model: bool = True) -> tuple:
+                  sae_dir: str | Path | None = None, device: str = "cpu", need_model: bool = True,
+                  force: bool = False) -> tuple:
     """(store, tokenizer, model or None, sae or None) for a store, using its recorded model/SAE paths unless
     others are given; without `need_model` (or if they are gone) only the tokenizer is loaded."""
     store = FeatureStore(features_dir)
@@ -452,6 +455,9 @@ def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = No
 
         model, tokenizer = load_model(model_dir, device=device)
         sae = load_sae(sae_dir, device=next(model.parameters()).device)
+        from babelscope.sae.metrics import check_sae_matches
+
+        check_sae_matches(sae, model, force=force)
     else:
         from babelscope.tokenizer import load_tokenizer
 

@@ -41,6 +41,7 @@ class SAEEvalConfig(Settings):
     text_field: str = opt("text", "the record field holding the text")
     device: str = opt("auto", "cpu, cuda or auto")
     out: str | None = opt(None, "also write the metrics to this JSON file")
+    force: bool = opt(False, "use the SAE with a model or hook other than the one it was trained on")
 
 
 class ReconstructionStats:
@@ -117,11 +118,15 @@ def _splice(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tenso
     return go
 
 
-def check_sae_matches(sae: SAE, model: Any, hook: str | None = None) -> str:
-    """The hook to use; a UserError when the SAE's width does not match that hook of the model."""
+def check_sae_matches(sae: SAE, model: Any, hook: str | None = None, *, force: bool = False) -> str:
+    """The hook to use when an SAE meets a model: the SAE's width must match the hook's (always), and unless
+    `force` the hook and the model must be those it was trained on, where it records them (a model
+    fingerprint, `models.fingerprint`). Every command that pairs an SAE with a model calls this."""
+    from babelscope.models.fingerprint import model_fingerprint
     from babelscope.models.hooks import hook_width, parse_hook
 
-    hook = hook or sae.cfg.hook_name
+    trained = sae.cfg.hook_name
+    hook = hook or trained
     if not hook:
         raise UserError("the SAE does not record its hook; pass --hook")
     parse_hook(model, hook)
@@ -129,13 +134,37 @@ def check_sae_matches(sae: SAE, model: Any, hook: str | None = None) -> str:
     if width != sae.cfg.d_in:
         raise UserError(f"SAE width mismatch: the SAE reads d_in={sae.cfg.d_in} activations but hook '{hook}' of "
                         f"this model has width {width}")
+    problems = []
+    if trained and not same_hook(hook, trained):
+        problems.append(f"it was trained on hook '{trained}', not '{hook}'")
+    recorded = sae.cfg.model_fingerprint
+    if recorded and model_fingerprint(model) != recorded:
+        problems.append(f"it was trained on another model ({sae.cfg.model or 'unnamed'}, fingerprint {recorded}; "
+                        f"this one's is {model_fingerprint(model)})")
+    if problems:
+        message = "this SAE does not belong to this model: " + "; ".join(problems)
+        if not force:
+            raise UserError(message + ". Pass --force to use it anyway")
+        from babelscope.errors import warn
+
+        warn(message + " (--force: going on)")
     return hook
+
+
+def same_hook(a: str, b: str) -> bool:
+    """Whether two hook names mean the same point (either spelling); names babelscope cannot read must be equal."""
+    from babelscope.models.hooks import HookPoint
+
+    try:
+        return HookPoint.parse(a) == HookPoint.parse(b)
+    except UserError:
+        return a == b
 
 
 @torch.no_grad()
 def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], *, tokens: int = 1_000_000,
                  hook: str | None = None, positions: str | None = None, context_size: int | None = None,
-                 batch_size: int = 32, lm_loss: bool = True) -> dict[str, Any]:
+                 batch_size: int = 32, lm_loss: bool = True, force: bool = False) -> dict[str, Any]:
     """Reconstruction metrics over `tokens` activations and, with `lm_loss`, CE clean / with SAE / zero-ablated.
 
     Positions default to those the SAE was trained on (cfg.extra["positions"]); contexts are cut the same way.
@@ -144,7 +173,7 @@ def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], 
     from babelscope.models.hooks import patch
     from babelscope.sae.buffer import parse_positions, select_positions
 
-    hook = check_sae_matches(sae, model, hook)
+    hook = check_sae_matches(sae, model, hook, force=force)
     pos = parse_positions(positions or sae.cfg.extra.get("positions", "all"))
     ctx = context_size or sae.cfg.context_size or 128
     max_tokens = min(ctx, pos.n + 1) if pos.mode == "first" else ctx
