@@ -56,7 +56,7 @@ def run(tiny_model_dir, bilingual_records, tmp_path_factory):
                    "--out", out / "features", "--context", "32") == 0
     # two sets every tiny vocabulary has, so the scatter marks features and both pages list feature ids
     assert run_cli("analyze", "tsea", *common, "--sets", f"{out / 'animals.txt'}", "re:^ [a-z]+$", "--out",
-                   out / "tsea", "--scale", "raw", "--threshold", "0.05", "--null", "0") == 0
+                   out / "tsea", "--scale", "raw", "--threshold", "0.05", "--null", "none") == 0
     feats = json.loads((out / "features" / "meta.json").read_text())
     assert feats["n_features"] == 32
     from babelscope.analysis.store import FeatureStore

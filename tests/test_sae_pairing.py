@@ -105,7 +105,7 @@ def test_every_command_that_pairs_an_sae_with_a_model_refuses_another_model(trai
         "analyze features": ["analyze", "features", "--sae", sae, "--model", other, "--data", data, "--tokens",
                              "200", "--out", tmp_path / "feats", "--device", "cpu"],
         "analyze tsea": ["analyze", "tsea", "--sae", sae, "--model", other, "--sets", "re:^ [a-z]+$",
-                         "--out", tmp_path / "tsea", "--device", "cpu", "--null", "0"],
+                         "--out", tmp_path / "tsea", "--device", "cpu", "--null", "none"],
         "generate --steer": ["generate", "--model", other, "--sae", sae, "--steer", "0:1", "--prompt", "the",
                              "--max-new-tokens", "2", "--device", "cpu"],
         "intervene inject": ["intervene", "inject", "--full", other, "--mid", other, "--sae", sae, "--data", data,
