@@ -104,9 +104,7 @@ def dead_links(pages: Iterable[str | Path] | str | Path) -> list[tuple[Path, str
             path = unquote(urlsplit(ref).path)
             if not path:
                 continue
-            target = page.parent / path
-            if target.is_dir():
-                target = target / "index.html"
+            target = page.parent / path  # a directory counts: a browser lists it, a server serves its index
             if not target.exists():
                 dead.append((page, ref))
     return dead
