@@ -1,6 +1,9 @@
 # Two entry points: `make demo` runs the main job on the embedded storyworld corpus, `make test` runs the tests.
-# Both build .venv first: torch==2.13.0 (the CPU build) before anything else, so pip never pulls a CUDA build.
+# Both build .venv first, with torch==2.13.0 before anything else. Which build that is depends on where pip looks:
+# a CPU wheel where one is provided (a local wheel dir or index), a CUDA build from PyPI. TORCH_INDEX chooses:
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu     (the CPU build)
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -11,7 +14,7 @@ DEMO_OUT ?= demo_out
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[dev,interop]'
 	touch $(STAMP)
 

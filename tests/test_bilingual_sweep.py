@@ -144,6 +144,9 @@ def test_sweep_end_to_end_resumes_and_feeds_the_injection(tiny_run, bilingual_re
     assert table.num_rows == 6
     for name in ("fig_layer1.png", "fig_layers.png", "fig_spans.png", "index.html"):
         assert (out / name).stat().st_size > 0
+    from babelscope.report.links import dead_links, page_links
+
+    assert dead_links(out / "index.html") == [] and len(page_links((out / "index.html").read_text())) >= 3
     cell = out / "cells" / "run" / "step-100" / "layer-1"
     assert {"measures.parquet", "measures.csv", "summary.json"} <= {p.name for p in cell.iterdir()}
 

@@ -9,14 +9,68 @@ from babelscope.analysis.token_sets import TokenSet
 from babelscope.analysis.tsea import beyond, log_score, write_tsea
 from babelscope.models import load_model
 from babelscope.report.dashboard import figure_html
-from babelscope.report.plots import biased_features, manhattan, shape, tsea_scatter
+from babelscope.report.plots import arabic_font, biased_features, manhattan, shape, tsea_scatter
 
 
-def test_shape_joins_arabic_and_leaves_latin_alone():
-    assert shape("Tim") == "Tim"
-    shaped = shape("قال تيم")
-    assert shaped != "قال تيم" and len(shaped) == len("قال تيم")
-    assert any(0xFE70 <= ord(c) <= 0xFEFF for c in shaped)  # presentation forms: letters joined
+def _ink(draw) -> np.ndarray:
+    """The dark pixels (0-255) of a small Agg figure, cropped to their bounding box."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 1), dpi=100)
+    FigureCanvasAgg(fig)
+    draw(fig)
+    fig.canvas.draw()
+    a = 255 - np.asarray(fig.canvas.buffer_rgba())[..., 0].astype(np.float64)
+    ys, xs = np.nonzero(a > 40)
+    return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two ink images aligned at their top-left corner (1: the same picture)."""
+    h, w = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
+    A, B = np.zeros((h, w)), np.zeros((h, w))
+    A[:a.shape[0], :a.shape[1]], B[:b.shape[0], :b.shape[1]] = a, b
+    return float((A * B).sum() / np.sqrt((A * A).sum() * (B * B).sum()))
+
+
+def _glyph_row(codepoints: list[int], size: float) -> np.ndarray:
+    """The reference: the given glyphs drawn one by one, left to right, each at the previous one's advance
+    (single glyphs, so no layout engine can join or reorder them)."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font, LoadFlags
+    from matplotlib.patches import PathPatch
+    from matplotlib.textpath import TextPath
+    from matplotlib.transforms import Affine2D
+
+    prop = FontProperties(family=arabic_font())
+    font = FT2Font(findfont(prop))
+    font.set_size(size, 72)
+
+    def draw(fig):
+        x = 0.0
+        for cp in codepoints:
+            glyph = font.load_char(cp, LoadFlags.NO_HINTING)
+            path = TextPath((0, 0), chr(cp), prop=prop, size=size)
+            path = path.transformed(Affine2D().translate(x, 0).scale(fig.dpi / 72).translate(20, 30))
+            fig.add_artist(PathPatch(path, transform=None, lw=0, fc="black"))
+            x += glyph.linearHoriAdvance / 65536
+    return _ink(draw)
+
+
+def test_arabic_in_figures_is_drawn_joined_and_right_to_left():
+    from matplotlib.font_manager import FontProperties
+
+    assert shape("Tim (log-scale enrichment)") == "Tim (log-scale enrichment)"
+    word = "جاستن"  # jeem alef seen teh noon
+    # Left to right on the page: final noon, medial teh, initial seen, final alef, initial jeem.
+    right = [0xFEE6, 0xFE98, 0xFEB3, 0xFE8E, 0xFE9F]
+    prop = FontProperties(family=arabic_font())
+    drawn = _ink(lambda fig: fig.text(0.05, 0.3, shape(word), fontproperties=prop, fontsize=40))
+    assert _similarity(drawn, _glyph_row(right, 40)) > 0.8
+    # the two ways it went wrong: reversed (shaped twice) and unjoined letters left to right
+    assert _similarity(drawn, _glyph_row(right[::-1], 40)) < 0.6
+    assert _similarity(drawn, _glyph_row([ord(c) for c in word], 40)) < 0.6
 
 
 def test_biased_features_and_plots(tmp_path):

@@ -94,6 +94,7 @@ def test_tiny_model_learns(corpus, tokenizer_dir, tmp_path):
     assert first_val > 5.0  # about ln(400) for a fresh model
     assert last_val < 0.5 * first_val
     assert (run / "loss.png").stat().st_size > 1000
+    assert json.loads((run / "config.json").read_text())["result"]["learned"] is True
     from babelscope.models import load_model
 
     model, tok = load_model(run / "final")
@@ -154,7 +155,7 @@ def test_continual_pretraining_restores_the_optimizer_state(corpus, tokenizer_di
     handle = register_optimizer_step_pre_hook(grab)
     try:
         train(TrainConfig(out=str(cp), data=[str(corpus)], init_from=str(base / "final"), context=64, batch_size=8,
-                          lr=1e-3, max_steps=3, eval_batches=2))
+                          lr=1e-3, max_steps=3, eval_batches=2, select="last"))
     finally:
         handle.remove()
     assert len(seen) == len(saved["state"])
@@ -219,9 +220,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, tokenizer_dir, corpus
     # A truncated checkpoint.
     run = tmp_path / "run"
     assert run_cli(*base, "--data", corpus, "--out", run, "--save-every", "1") == 0
-    state = run / "checkpoints" / "step-2" / "trainer_state.pt"
+    assert "learned (almost) nothing" in capsys.readouterr().err  # 2 steps: warned, and not an error
+    killed = tmp_path / "killed"  # the same run as if killed before its end (a finished run resumes to itself)
+    shutil.copytree(run, killed)
+    shutil.rmtree(killed / "final")
+    state = killed / "checkpoints" / "step-2" / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:100])
-    err = _error(capsys, *base, "--data", corpus, "--out", run, "--resume")
+    err = _error(capsys, *base, "--data", corpus, "--out", killed, "--resume")
     assert "step-2/trainer_state.pt: truncated or corrupt checkpoint" in err
     weights = run / "final" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
@@ -229,3 +234,50 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, tokenizer_dir, corpus
     assert "model.safetensors: truncated or corrupt weights" in err
     # An existing run is never overwritten by accident.
     assert "--resume" in _error(capsys, *base, "--data", corpus, "--out", run)
+    # A bad preset or head count is reported before the corpus is tokenised.
+    cache = tmp_path / "cache"
+    for flags, words in ((["--preset", "5M"], "unknown preset '5M'"), (["--kv-heads", "3"], "--kv-heads 3")):
+        err = _error(capsys, *base, *flags, "--data", corpus, "--out", tmp_path / "r5", "--cache-dir", cache)
+        assert words in err and not cache.exists()
+
+
+def test_a_run_that_learned_nothing_says_so(corpus, tokenizer_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *TRAIN_ARGS, "--lr", "1e-7", "--tokenizer", tokenizer_dir, "--data", corpus, "--out",
+                   run, "--max-steps", "3") == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "learned (almost) nothing" in err and "--lr" in err
+    result = json.loads((run / "config.json").read_text())["result"]
+    assert result["learned"] is False and result["val_loss"] > 0.9 * result["uniform_loss"]
+    assert json.loads((run / "final" / "checkpoint.json").read_text())["learned"] is False
+
+
+@pytest.mark.slow
+def test_continual_pretraining_keeps_the_best_model_and_reports_forgetting(corpus, tokenizer_dir, tmp_path):
+    base = tmp_path / "base"
+    assert run_cli("train", *TRAIN_ARGS, "--tokenizer", tokenizer_dir, "--data", corpus, "--out", base,
+                   "--max-steps", "20") == 0
+    native = tmp_path / "native.jsonl"
+    native.write_text("".join(json.dumps({"text": "ركض الكلب إلى الحديقة. " * (i + 3)}, ensure_ascii=False) + "\n"
+                              for i in range(12)))
+    # A learning rate far too high for the small native set: the validation loss falls, then climbs.
+    cp_args = ["train", "--init-from", base / "final", "--data", native, "--val-data", native, "--also-eval", corpus,
+               "--context", "64", "--batch-size", "4", "--lr", "0.05", "--warmup", "0", "--max-steps", "12",
+               "--eval-every", "2", "--eval-batches", "2"]
+    assert run_cli(*cp_args, "--out", tmp_path / "cp") == 0
+    rows = [r for r in _rows(tmp_path / "cp") if r["val_loss"]]
+    assert all(r["also_val_loss"] for r in rows)  # the pre-training style beside the native one, per evaluation
+    losses = {int(r["step"]): float(r["val_loss"]) for r in rows}
+    best = min(losses, key=losses.get)
+    assert best < 12  # the run went past its best model
+    info = json.loads((tmp_path / "cp" / "final" / "checkpoint.json").read_text())
+    assert info["step"] == best and info["val_loss"] == pytest.approx(losses[best])
+    assert info["selected"] == "best" and info["last_step"] == 12 and info["finished"]
+    assert not (tmp_path / "cp" / "best").exists()
+    assert float(load_state(tmp_path / "cp" / "final")["optimizer"]["state"][0]["step"]) == 20 + best
+    # --resume of the finished run changes nothing; --select last keeps the last step
+    before = (tmp_path / "cp" / "final" / "model.safetensors").read_bytes()
+    assert run_cli(*cp_args, "--out", tmp_path / "cp", "--resume") == 0
+    assert (tmp_path / "cp" / "final" / "model.safetensors").read_bytes() == before
+    assert run_cli(*cp_args, "--out", tmp_path / "last", "--select", "last") == 0
+    assert json.loads((tmp_path / "last" / "final" / "checkpoint.json").read_text())["step"] == 12

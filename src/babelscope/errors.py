@@ -13,3 +13,11 @@ class UserError(Exception):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(where + " ".join(str(message).split()))
+
+
+def warn(message: str) -> None:
+    """A warning the user must not miss (a result that is probably wrong, a check overridden): one line on
+    stderr, after any progress bar."""
+    import sys
+
+    print(f"babelscope: WARNING: {' '.join(str(message).split())}", file=sys.stderr, flush=True)

@@ -31,6 +31,7 @@ class GenerateConfig(Settings):
                                   "the feature's activation units) at every position; repeat for several",
                              default_factory=list, nargs="append", parse=parse_steer, metavar="FEATURE:VALUE")
     steer_mode: str = opt("add", "add: h + VALUE * d_f; clamp: set the feature's activation to VALUE", choices=MODES)
+    force: bool = opt(False, "steer with an SAE trained on another model")
 
 
 @torch.no_grad()

@@ -102,6 +102,7 @@ class FeaturesConfig(StoreConfig):
     sae: str = opt(help="SAE directory (cfg.json + sae_weights.safetensors)")
     data: list[str] = opt(help="corpus files (JSONL, .txt, Parquet)")
     out: str = opt(help="feature store directory")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
     text_field: str = opt("text", "the record field holding the text")
     keep_cache: bool = opt(False, "keep the sparse shards after the tables are written")
     device: str = opt("auto", "cpu, cuda or auto")
@@ -276,7 +277,7 @@ COLUMNS = {
 
 def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Path], out: str | Path,
                 cfg: StoreConfig, *, text_field: str = "text", device: str = "cpu", keep_cache: bool = False,
-                command_args: dict | None = None) -> dict[str, Any]:
+                command_args: dict | None = None, force: bool = False) -> dict[str, Any]:
     """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content."""
     from babelscope.corpus import iter_corpus
     from babelscope.files import check_output, removed_on_error, sweep_stale
@@ -293,7 +294,7 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
     if done is not None:  # the same store is already complete: nothing to redo
         return done
     records = iter_corpus(data, text_field)  # a bad corpus fails before the model loads
-    model, tokenizer, sae, hook = load_pair(model_dir, sae_dir, device=device)
+    model, tokenizer, sae, hook = load_pair(model_dir, sae_dir, device=device, force=force)
     sweep_stale(out)
     sweep_stale(out / CACHE)
     with removed_on_error(out, keep=lambda: bool(shard_paths(out / CACHE))):

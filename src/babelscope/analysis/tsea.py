@@ -284,6 +284,7 @@ class TseaConfig(Settings):
     context: int = opt(128, "tokens per context when reading activations for the nulls", gt=1)
     chunk: int = opt(512, "features per chunk", gt=0)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
 
 
 def write_tsea(model, tokenizer, hook: str, W_dec: torch.Tensor, sets: Sequence, out: str | Path, *,
@@ -462,7 +463,7 @@ def analyze_tsea(cfg: TseaConfig, *, command_args: dict | None = None) -> dict:
     if cfg.data:
         texts = (r["text"] for r in itertools.islice(iter_corpus(cfg.data, cfg.text_field), cfg.max_docs))
     check_output(cfg.out, directory=True)
-    model, tokenizer, sae, hook = load_pair(cfg.model, cfg.sae, device=cfg.device)
+    model, tokenizer, sae, hook = load_pair(cfg.model, cfg.sae, device=cfg.device, force=cfg.force)
     sets = build_sets(parse_specs(cfg.sets), tokenizer, texts=texts, multi=cfg.multi, min_count=cfg.min_count)
     device = next(model.parameters()).device
     activations = None

@@ -27,5 +27,5 @@ def run(cfg: BrowseConfig) -> int:
         print(f"babelscope: warning: serving corpus text on {cfg.host}, reachable from other machines",
               file=sys.stderr)
     serve(cfg.path, host=cfg.host, port=cfg.port, model_dir=cfg.model, sae_dir=cfg.sae, use_model=cfg.use_model,
-          tsea_dir=cfg.tsea, device=cfg.device)
+          tsea_dir=cfg.tsea, device=cfg.device, force=cfg.force)
     return 0

@@ -26,7 +26,7 @@ def run(cfg: GenerateConfig) -> int:
         from babelscope.intervene.steer import steering_patches
         from babelscope.sae.pairing import load_pair
 
-        model, tok, sae, _ = load_pair(cfg.model, cfg.sae, device=cfg.device)
+        model, tok, sae, _ = load_pair(cfg.model, cfg.sae, device=cfg.device, force=cfg.force)
         patches = steering_patches(sae, cfg.steer, cfg.steer_mode)
     else:
         model, tok = load_model(cfg.model, device=cfg.device)

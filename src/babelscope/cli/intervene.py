@@ -32,7 +32,7 @@ def run(cfg: InjectConfig) -> int:
         types=[cfg.type], n=[1000, 3000, 5000] if cfg.grid else cfg.n,
         alpha=[0.05, 0.1, 0.2] if cfg.grid else cfg.alpha, space=cfg.space, tau=cfg.tau,
         max_docs=cfg.max_docs, max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, device=cfg.device,
-        command_args=as_dict(cfg))
+        command_args=as_dict(cfg), force=cfg.force)
     print(format_table(rows, labels), end="")
     print(json.dumps({"out": str(cfg.out)}))
     return 0

@@ -46,10 +46,10 @@ def run_eval(cfg: SAEEvalConfig) -> int:
     records = iter_corpus(cfg.data, cfg.text_field)
     if cfg.out:
         check_output(cfg.out, directory=False)
-    model, tok, sae, hook = load_pair(cfg.model, cfg.sae, device=cfg.device, hook=cfg.hook)
+    model, tok, sae, hook = load_pair(cfg.model, cfg.sae, device=cfg.device, hook=cfg.hook, force=cfg.force)
     metrics = evaluate_sae(sae, model, tok, records, tokens=cfg.tokens,
                            hook=hook, positions=cfg.positions, context_size=cfg.context_size,
-                           batch_size=cfg.batch_size, lm_loss=cfg.lm_loss)
+                           batch_size=cfg.batch_size, lm_loss=cfg.lm_loss, force=cfg.force)
     if cfg.out:
         write_json_atomic(cfg.out, metrics)
     print(dumps(metrics, indent=2))

@@ -37,6 +37,7 @@ class ExportFeaturesConfig(Settings):
                           default_factory=list, ge=0)
     device: str = opt("cpu", "cpu, cuda, cuda:N or auto")
     overwrite: bool = opt(False, "replace --out if it has files")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
 
 
 def _centres(lo: float, hi: float, n: int) -> list[float]:
@@ -87,7 +88,7 @@ def export_features(cfg: ExportFeaturesConfig) -> dict[str, Any]:
     from babelscope.sae.io import model_label
 
     store, tokenizer, model, sae = load_for_site(cfg.features, model_dir=cfg.model, sae_dir=cfg.sae,
-                                                 device=cfg.device)
+                                                 device=cfg.device, force=cfg.force)
     dash = Dashboard(store, tokenizer, model=model, sae=sae, loss=False)
     meta = store.meta
     features = cfg.only or [int(f) for f in np.flatnonzero(dash.feats["n_active"] > 0)]

@@ -67,6 +67,7 @@ class InjectConfig(Settings):
     max_tokens: int | None = opt(None, "window length (default: the model's context)", gt=1)
     batch_size: int = opt(16, "windows per forward pass", gt=0)
     device: str = opt("cpu", "cpu, cuda or auto")
+    force: bool = opt(False, "use an SAE that was not trained on --full")
 
 
 def select_features(classes: Sequence[str], frequency: np.ndarray, feature: np.ndarray, kind: str,
@@ -171,7 +172,7 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
                     alpha: float | Sequence[float] = 0.1, space: str = "raw", tau: float = 0.9,
                     max_tokens: int | None = None, batch_size: int = 16, device: str = "cpu",
                     work_dir: str | Path | None = None, store_tokens: int = 200_000,
-                    include_full: bool = True, per_doc: dict | None = None) -> list[dict]:
+                    include_full: bool = True, per_doc: dict | None = None, force: bool = False) -> list[dict]:
     """Rows of Table 1: perplexity per language and overall for the unmodified mid model (`none`), the mid
     model with each type's features injected (a grid when several `n` or `alpha` are given), and the full
     model for reference. Feature classes come from the full model's feature store (built on `records` in
@@ -185,7 +186,7 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
 
     label_field = "lang"
     check_labels(records, label_field)
-    full, tok, sae, hook = load_pair(full_dir, sae_dir, device=device)
+    full, tok, sae, hook = load_pair(full_dir, sae_dir, device=device, force=force)  # features of the full model
     mid, mid_tok = load_model(mid_dir, device=device)
     if tok.get_vocab() != mid_tok.get_vocab():
         raise UserError(f"--full {full_dir} and --mid {mid_dir} use different tokenizers")
@@ -194,7 +195,7 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
     check_models(full, mid, sae, hook, full_dir, mid_dir, sae_dir)
 
     if features_dir is None:
-        features_dir = _build_full_store(full_dir, sae_dir, records, Path(work_dir or "."), store_tokens)
+        features_dir = _build_full_store(full_dir, sae_dir, records, Path(work_dir or "."), store_tokens, force)
     cols, summary = measures_from_store(features_dir, tau=tau)
     labels = list(summary["labels"])
     kinds = [NONE, *labels, "mixed"] if "all-types" in types else [NONE, *types]
@@ -237,7 +238,7 @@ def injection_table(full_dir: str | Path, mid_dir: str | Path, sae_dir: str | Pa
     return rows
 
 
-def _build_full_store(full_dir, sae_dir, records: list[dict], work: Path, tokens: int) -> Path:
+def _build_full_store(full_dir, sae_dir, records: list[dict], work: Path, tokens: int, force: bool) -> Path:
     """The full model's feature store on the evaluation records (for the feature classes and frequencies)."""
     from babelscope.analysis.store import StoreConfig, build_store
     from babelscope.corpus import write_corpus
@@ -247,7 +248,7 @@ def _build_full_store(full_dir, sae_dir, records: list[dict], work: Path, tokens
         return out
     data = work / "inject_data.jsonl"
     write_corpus(data, records)
-    build_store(full_dir, sae_dir, [data], out, StoreConfig(tokens=tokens, context=64))
+    build_store(full_dir, sae_dir, [data], out, StoreConfig(tokens=tokens, context=64), force=force)
     return out
 
 

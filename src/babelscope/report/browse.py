@@ -3,6 +3,7 @@ rendered on demand), plus a small JSON API.
 
     GET /                          the index (search by id, token or TSEA score; sort by density/enrichment)
     GET /feature-{id}.html         a feature page
+    GET /tsea/{page}.html          with --tsea on a feature store: the TSEA figure pages, every id linked
     GET /api/meta                  what the site shows (model, SAE, hook, tokens, number of features)
     GET /api/feature/{id}          a feature's page data as JSON
     GET /api/search?q=...&limit=N  index rows matching q (same rules as the index's search box)
@@ -50,7 +51,8 @@ def search_rows(rows: list[dict], q: str, sets: list[str], limit: int = 50) -> l
 
 
 def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir: str | Path | None = None,
-               use_model: bool = True, tsea_dir: str | Path | None = None, device: str = "cpu") -> Any:
+               use_model: bool = True, tsea_dir: str | Path | None = None, device: str = "cpu",
+               force: bool = False) -> Any:
     """The FastAPI app for a site directory (has index.html) or a feature store directory (has meta.json)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -78,9 +80,10 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
         from babelscope.report.dashboard import Dashboard, load_for_site, read_tsea
 
         store, tokenizer, model, sae = load_for_site(path, model_dir=model_dir, sae_dir=sae_dir, device=device,
-                                                     need_model=use_model)
+                                                     need_model=use_model, force=force)
         dash = Dashboard(store, tokenizer, model=model, sae=sae, tsea=read_tsea(tsea_dir))
         rows = dash.index_rows()
+        tsea_pages = _tsea_pages(tsea_dir, dash.F)
         sets = dash.tsea["sets"] if dash.tsea else []
         meta = {k: store.meta.get(k) for k in ("model", "sae", "hook", "tokens", "n_features")}
 
@@ -114,7 +117,13 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
 
     if dynamic is not None:
         dash, cached = dynamic
-        index_html = dash.index_html(rows)
+        index_html = dash.index_html(rows, [(label, f"tsea/{name}") for name, (label, _) in tsea_pages.items()])
+
+        @app.get("/tsea/{name}", response_class=HTMLResponse)
+        def tsea_page(name: str) -> str:
+            if name not in tsea_pages:
+                raise HTTPException(404, f"no TSEA page {name}")
+            return tsea_pages[name][1]
 
         @app.get("/", response_class=HTMLResponse)
         @app.get("/index.html", response_class=HTMLResponse)
@@ -135,6 +144,18 @@ def create_app(path: str | Path, *, model_dir: str | Path | None = None, sae_dir
     return app
 
 
+def _tsea_pages(tsea_dir: str | Path | None, n_features: int) -> dict[str, tuple[str, str]]:
+    """{file name: (title, html)} of a TSEA directory's figure pages, every feature id linked to its page."""
+    from babelscope.report.links import add_header_link, link_features, page_title
+
+    pages = {}
+    for page in sorted(Path(tsea_dir).glob("*.html")) if tsea_dir else []:
+        html = link_features(page.read_text(encoding="utf-8"),
+                             lambda f: f"../feature-{f}.html" if 0 <= f < n_features else None)
+        pages[page.name] = (page_title(page), add_header_link(html, "all features", "../index.html"))
+    return pages
+
+
 @dataclass(kw_only=True)
 class BrowseConfig(Settings):
     """`babelscope browse`: a local feature browser (pages + JSON API)."""
@@ -148,6 +169,7 @@ class BrowseConfig(Settings):
     tsea: str | None = opt(None, "for a feature store: an `analyze tsea` output directory")
     use_model: bool = opt(True, "for a feature store: no logits or loss underlines", flag="--no-model")
     device: str = opt("cpu", "cpu, cuda or auto")
+    force: bool = opt(False, "for a feature store: use the SAE with a model other than the one it was trained on")
 
 
 def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:

@@ -109,8 +109,10 @@ class Dashboard:
     """Builds page data and HTML for the features of one store; model + SAE add logits and loss underlines."""
 
     def __init__(self, store: FeatureStore, tokenizer, *, model=None, sae=None, tsea: dict | None = None,
-                 loss: bool = True, logit_k: int = 10, source: str = ""):
+                 loss: bool = True, logit_k: int = 10, source: str = "", pages: Sequence[int] | None = None):
+        """`pages`: the features that get a page (prev/next links stay among them); None: every feature."""
         self.store = store
+        self.pages = None if pages is None else sorted(set(int(f) for f in pages))
         self.meta = store.meta
         self.text = TokenText(tokenizer)
         self.tokenizer = tokenizer
@@ -264,7 +266,7 @@ class Dashboard:
             tsea = [{"set": s, "score": float(self.tsea["score"][f, j]), "q": float(self.tsea["q"][f, j])}
                     for j, s in enumerate(self.tsea["sets"])]
         data = {
-            "feature": f, "prev": f - 1 if f > 0 else None, "next": f + 1 if f + 1 < self.F else None,
+            "feature": f, **self._neighbours(f),
             "density": float(fe["frequency"][f]), "n_active": n_active, "max_act": vmax,
             "mean_act": float(fe["mean_act"][f]), "n_above": int(fe["n_above"][f]),
             "mean_span": int(fe["span_tokens"][f]) / n_spans if n_spans else None,
@@ -275,6 +277,15 @@ class Dashboard:
             "top_examples": top, "intervals": intervals,
         }
         return strict(data)
+
+    def _neighbours(self, f: int) -> dict[str, int | None]:
+        """The previous and next feature that has a page."""
+        if self.pages is None:
+            return {"prev": f - 1 if f > 0 else None, "next": f + 1 if f + 1 < self.F else None}
+        import bisect
+
+        i, j = bisect.bisect_left(self.pages, f), bisect.bisect_right(self.pages, f)
+        return {"prev": self.pages[i - 1] if i > 0 else None, "next": self.pages[j] if j < len(self.pages) else None}
 
     def feature_html(self, data: dict[str, Any]) -> str:
         """The feature page for `feature_data(f)`."""
@@ -306,18 +317,20 @@ class Dashboard:
             rows.append(strict(row))
         return rows
 
-    def index_html(self, rows: list[dict]) -> str:
-        """The searchable, sortable index page."""
+    def index_html(self, rows: list[dict], links: Sequence[tuple[str, str]] = ()) -> str:
+        """The searchable, sortable index page; `links` (label, href) go in its header (e.g. the TSEA pages)."""
         sets = self.tsea["sets"] if self.tsea is not None else []
         return self.env.get_template("index.html.j2").render(
-            data_json=script_json({"rows": rows, "sets": sets}), source=self.source)
+            data_json=script_json({"rows": rows, "sets": sets}), source=self.source, links=list(links))
 
 
 def figure_html(title: str, png: bytes, *, note: str = "", table: dict | None = None,
                 feature_href: str | None = None, index_href: str | None = None,
                 summary: dict | None = None, more: Sequence[tuple[str, bytes]] = ()) -> str:
     """An offline HTML page around a PNG figure (embedded), an optional summary table (plain cells) before it,
-    more captioned PNGs after it, and an optional table of features (first cell linked with `feature_href`)."""
+    more captioned PNGs after it, and an optional table of features. With `feature_href` ("feature-{}.html") the
+    first column's ids link there; with "" they are marked but not linked (`report.links.link_features` links
+    them where the pages exist)."""
     return _env().get_template("figure.html.j2").render(
         title=title, png_b64=base64.b64encode(png).decode("ascii"), note=note, table=table,
         feature_href=feature_href, index_href=index_href, summary=summary,
@@ -332,7 +345,8 @@ class DashboardConfig(Settings):
     out: str = opt(help="site directory")
     model: str | None = opt(None, "model directory (default: the one recorded in the store)")
     sae: str | None = opt(None, "SAE directory (default: the one recorded in the store)")
-    tsea: str | None = opt(None, "an `analyze tsea` output directory: scores on pages and in the index")
+    tsea: str | None = opt(None, "an `analyze tsea` output directory: scores on pages and in the index, its "
+                                 "figure pages copied into the site")
     only: list[int] | None = opt(None, "feature ids, e.g. 12,40,3144 (default: every active feature)", ge=0)
     limit: int | None = opt(None, "at most this many features (the densest first)", gt=0)
     tsea_top: int | None = opt(None, "pages for the N features farthest from the TSEA scatter's diagonal, half on "
@@ -341,6 +355,7 @@ class DashboardConfig(Settings):
     loss: bool = opt(True, "skip the loss underlines (faster)", flag="--no-loss")
     png: bool = opt(False, "also write a PNG summary per feature")
     device: str = opt("auto", "cpu, cuda or auto")
+    force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
 
 
 def pick_features(store: FeatureStore, cfg: DashboardConfig, tsea: dict | None) -> list[int] | None:
@@ -366,20 +381,33 @@ def pick_features(store: FeatureStore, cfg: DashboardConfig, tsea: dict | None) 
 
 
 def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, sae=None,
-               tsea: dict | None = None, features: Sequence[int] | None = None, loss: bool = True,
-               png: bool = False, source: str = "") -> dict[str, Any]:
+               tsea: dict | None = None, tsea_dir: str | Path | None = None, features: Sequence[int] | None = None,
+               loss: bool = True, png: bool = False, source: str = "") -> dict[str, Any]:
     """Write index.html, feature-N.html (+ data/*.json, and PNG summaries with `png`) for `features`
-    (default: every feature that was ever active)."""
+    (default: every feature that was ever active). With `tsea_dir`, its scores go on the pages (unless `tsea`
+    is given) and its figure pages are copied to tsea/, their feature ids linked to the pages built here."""
     from babelscope.progress import progress
 
     out = Path(out)
+    if tsea is None and tsea_dir is not None:
+        tsea = read_tsea(tsea_dir)
     dash = Dashboard(store, tokenizer, model=model, sae=sae, tsea=tsea, loss=loss, source=source)
     (out / "data").mkdir(parents=True, exist_ok=True)
     if features is None:
         features = [int(f) for f in np.flatnonzero(dash.feats["n_active"] > 0)]
+    features = list(dict.fromkeys(int(f) for f in features))
     bad = [f for f in features if not 0 <= f < dash.F]
     if bad:
         raise UserError(f"no such features: {bad[:5]} (the store has {dash.F})")
+    dash.pages = sorted(features)  # prev/next link only the pages built here
+    links = []
+    if tsea_dir is not None:
+        from babelscope.report.links import copy_figure_pages, page_title
+
+        built = set(features)
+        names = copy_figure_pages(tsea_dir, out / "tsea", lambda f: f"../feature-{f}.html" if f in built else None,
+                                  back=("all features", "../index.html"))
+        links = [(page_title(out / "tsea" / n), f"tsea/{n}") for n in names]
     rows = dash.index_rows(features)
     for f in progress(features, desc="dashboards", unit="feature"):
         data = dash.feature_data(f)
@@ -395,7 +423,7 @@ def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, s
     _write(out / "data" / "index.json", json_dump({"rows": rows, "sets": tsea["sets"] if tsea else [],
                                                   "meta": {k: store.meta.get(k) for k in
                                                            ("model", "sae", "hook", "tokens", "n_features")}}))
-    _write(out / "index.html", dash.index_html(rows))
+    _write(out / "index.html", dash.index_html(rows, links))
     return {"pages": len(features), "out": str(out), "loss": dash.loss, "logits": dash.model is not None}
 
 
@@ -406,14 +434,16 @@ def make_site(cfg: DashboardConfig) -> dict[str, Any]:
 
     check_output(cfg.out, directory=True)
     store, tok, model, sae = load_for_site(cfg.features, model_dir=cfg.model, sae_dir=cfg.sae,
-                                           device=resolve_device(cfg.device), need_model=cfg.use_model)
+                                           device=resolve_device(cfg.device), need_model=cfg.use_model,
+                                           force=cfg.force)
     tsea = read_tsea(cfg.tsea)
-    return build_site(store, cfg.out, tok, model=model, sae=sae, tsea=tsea, features=pick_features(store, cfg, tsea),
-                      loss=cfg.loss, png=cfg.png)
+    return build_site(store, cfg.out, tok, model=model, sae=sae, tsea=tsea, tsea_dir=cfg.tsea,
+                      features=pick_features(store, cfg, tsea), loss=cfg.loss, png=cfg.png)
 
 
 def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = None,
-                  sae_dir: str | Path | None = None, device: str = "cpu", need_model: bool = True) -> tuple:
+                  sae_dir: str | Path | None = None, device: str = "cpu", need_model: bool = True,
+                  force: bool = False) -> tuple:
     """(store, tokenizer, model or None, sae or None) for a store, using its recorded model/SAE paths unless
     others are given; without `need_model` (or if they are gone) only the tokenizer is loaded."""
     from babelscope.inputs import check_dir
@@ -430,7 +460,7 @@ def load_for_site(features_dir: str | Path, *, model_dir: str | Path | None = No
     if need_model and model_dir and Path(model_dir).is_dir() and sae_dir and Path(sae_dir).is_dir():
         from babelscope.sae.pairing import load_pair
 
-        model, tokenizer, sae, _ = load_pair(model_dir, sae_dir, device=device)
+        model, tokenizer, sae, _ = load_pair(model_dir, sae_dir, device=device, force=force)
     else:
         from babelscope.tokenizer import load_tokenizer
 

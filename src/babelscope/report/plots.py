@@ -1,14 +1,18 @@
 """PNG figures (matplotlib, Agg): TSEA scatter, gap histogram and Manhattan plots, and a per-feature summary.
 
-matplotlib draws text left to right and does not join Arabic letters, so every label goes through `shape()`:
-arabic_reshaper picks each letter's joined form and python-bidi puts right-to-left runs in visual order. The
-font is matplotlib's bundled DejaVu Sans, which has Arabic glyphs, so figures look the same on any machine.
+Arabic labels must be drawn joined and right to left. matplotlib 3.11 and later lay text out with libraqm, which
+does both itself; older ones draw characters one by one, left to right. `shape()` asks the installed matplotlib
+which it does (once) and only then joins the letters (arabic_reshaper) and reorders the runs (python-bidi):
+shaping twice reverses the word again. The font is matplotlib's bundled DejaVu Sans, which has Arabic glyphs,
+so figures look the same on any machine; `arabic_font()` checks that and says so loudly when it is not so.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +23,48 @@ _RTL = re.compile(r"[\u0590-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF]")
 FONT = "DejaVu Sans"
 
 
+@lru_cache(maxsize=1)
+def matplotlib_shapes() -> bool:
+    """Whether the installed matplotlib joins and orders Arabic itself: then "لا" (lam, alef) is drawn as the
+    single lam-alef ligature glyph, the same outline as the presentation form U+FEFB."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    prop = FontProperties(family=arabic_font())
+    raw, ligature = (TextPath((0, 0), s, prop=prop, size=10).vertices for s in ("\u0644\u0627", "\ufefb"))
+    return raw.shape == ligature.shape and bool(np.allclose(raw, ligature))
+
+
+@lru_cache(maxsize=1)
+def arabic_font() -> str:
+    """FONT when it has Arabic glyphs (matplotlib bundles a DejaVu Sans that does), else the first installed font
+    that has them, with a warning; with none, FONT and a louder warning (Arabic would show as empty boxes)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    def has_arabic(path: str) -> bool:
+        try:
+            font = FT2Font(path)
+            return all(font.get_char_index(ord(c)) for c in "\u0628\u0644\ufefb")
+        except (OSError, RuntimeError, ValueError):
+            return False
+
+    if has_arabic(font_manager.findfont(font_manager.FontProperties(family=FONT))):
+        return FONT
+    for entry in font_manager.fontManager.ttflist:
+        if has_arabic(entry.fname):
+            print(f"babelscope: warning: {FONT} has no Arabic glyphs here; figures use {entry.name} "
+                  f"({entry.fname})", file=sys.stderr)
+            return entry.name
+    print("babelscope: WARNING: no installed font has Arabic glyphs, so Arabic labels in figures will be empty "
+          "boxes; install one (Debian: apt-get install fonts-dejavu-core)", file=sys.stderr)
+    return FONT
+
+
 def shape(text: str) -> str:
-    """Text ready for matplotlib: Arabic letters joined and right-to-left runs in visual order."""
-    if not _RTL.search(text):
+    """Text ready for matplotlib: unchanged when matplotlib shapes Arabic itself (or there is none), else with
+    Arabic letters joined and right-to-left runs in visual order."""
+    if not _RTL.search(text) or matplotlib_shapes():
         return text
     import arabic_reshaper
     from bidi.algorithm import get_display
@@ -35,7 +78,7 @@ def _pyplot():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams["font.family"] = FONT
+    plt.rcParams["font.family"] = arabic_font()
     plt.rcParams["svg.fonttype"] = "path"
     return plt
 

@@ -124,7 +124,7 @@ def tsea_figures(tsea_dir: str | Path) -> dict[str, Any]:
                                                     f"set against the {primary} null" if primary else ""),
         summary=summary, table={"caption": "top 10 features per set", "header": ["feature", "set", label],
                                 "rows": top},
-        feature_href="feature-{}.html"))
+        feature_href=""))
     result["manhattan"] = ["manhattan.png", "manhattan.html"]
     if pair:
         x_name, y_name = pair
@@ -160,7 +160,7 @@ def tsea_figures(tsea_dir: str | Path) -> dict[str, Any]:
             note = f"score shown: {scale_note}; marked: |{y_name} - {x_name}| > {threshold:g}"
         write_text_atomic(out / f"{stem}.html", figure_html(
             f"TSEA: {y_name} vs {x_name}", (out / f"{stem}.png").read_bytes(), note=note, summary=summary,
-            more=more, table={"caption": caption, "header": header, "rows": rows}, feature_href="feature-{}.html"))
+            more=more, table={"caption": caption, "header": header, "rows": rows}, feature_href=""))
         result.update(scatter=[f"{stem}.png", f"{stem}.html"], scatter_pair=list(pair), marked=marked,
                       marked_by=f"calibrated test vs the {primary} null" if primary else f"|gap| > {threshold:g}")
     write_json_atomic(out / FIGURES, result)

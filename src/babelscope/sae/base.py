@@ -38,6 +38,7 @@ class SAEConfig:
     k: int | None = None  # active latents per token (topk only)
     hook_name: str = ""  # babelscope hook name, e.g. "layers.1.mlp.act"
     model: str = ""  # the model directory or name the SAE was trained on
+    model_fingerprint: str = ""  # models.fingerprint.model_fingerprint of that model ("" when unknown)
     normalize: str = "none"  # "none" | "l2" (each vector to unit norm) | "scale" (multiply by `scale`)
     scale: float = 1.0  # the fixed factor of normalize="scale" (chosen so the mean norm is sqrt(d_in))
     dtype: str = "float32"

@@ -41,6 +41,7 @@ class SAEEvalConfig(Settings):
     text_field: str = opt("text", "the record field holding the text")
     device: str = opt("auto", "cpu, cuda or auto")
     out: str | None = opt(None, "also write the metrics to this JSON file")
+    force: bool = opt(False, "use the SAE with a model or hook other than the one it was trained on")
 
 
 class ReconstructionStats:
@@ -120,7 +121,7 @@ def _splice(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tenso
 @torch.no_grad()
 def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], *, tokens: int = 1_000_000,
                  hook: str | None = None, positions: str | None = None, context_size: int | None = None,
-                 batch_size: int = 32, lm_loss: bool = True) -> dict[str, Any]:
+                 batch_size: int = 32, lm_loss: bool = True, force: bool = False) -> dict[str, Any]:
     """Reconstruction metrics over `tokens` activations and, with `lm_loss`, CE clean / with SAE / zero-ablated.
 
     Positions default to those the SAE was trained on (cfg.extra["positions"]); contexts are cut the same way.
@@ -130,7 +131,7 @@ def evaluate_sae(sae: SAE, model: Any, tokenizer: Any, records: Iterable[dict], 
     from babelscope.sae.buffer import parse_positions, select_positions
     from babelscope.sae.pairing import check_pair
 
-    hook = check_pair(sae, model, hook)
+    hook = check_pair(sae, model, hook, force=force)
     pos = parse_positions(positions or sae.cfg.extra.get("positions", "all"))
     ctx = context_size or sae.cfg.context_size or 128
     max_tokens = min(ctx, pos.n + 1) if pos.mode == "first" else ctx

@@ -50,6 +50,7 @@ from babelscope.train.tracking import Tracker
 
 CHECKPOINT = "checkpoint.pt"
 STUDY_B_LRS = (1e-4, 2e-4, 5e-4, 1e-3)
+MIN_STEPS = 200  # fewer optimizer steps than this and an SAE has rarely learned its dictionary
 
 
 @dataclass(kw_only=True)
@@ -355,7 +356,9 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     key = "mse" if len(val) else "dead_train_fraction"
     best = min(range(len(lrs)), key=lambda i: (grid[i].get(key, math.inf), i))
     rate = step * tcfg.batch_size / t_train if t_train else 0.0
-    training = {"complete": True, "best_lr": lrs[best], "metrics": grid[best], "lr_grid": grid,
+    problems = learning_problems(grid[best])
+    training = {"complete": True, "learned": not problems, "warnings": problems, "best_lr": lrs[best],
+                "metrics": grid[best], "lr_grid": grid,
                 "train": tcfg.to_dict(), "l1": relu_l1(tcfg, sae_cfg.d_in) if tcfg.arch == "relu" else None,
                 "dead_window": window, "warmup_steps": warmup, "world_size": world,
                 "sae_step_activations_per_s": rate, "sae_step_seconds": t_train, "history": history,
@@ -368,12 +371,30 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
                 save_sae(sae, out / "lr_grid" / f"lr-{lr:g}", {**training, "metrics": m, "lr": lr})
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
+    if rank == 0:
+        from babelscope.errors import warn
+
+        for problem in problems:
+            warn(f"the SAE{f' in {out}' if out is not None else ''} probably learned nothing useful: {problem} "
+                 "(training.json records this as learned: false)")
     return TrainResult(saes[best], grid[best], grid, out, saes)
 
 
 def _tag(name: str, lr: float, lrs: Sequence[float]) -> str:
     """A tracker tag, per learning rate when a grid is trained."""
     return f"{name}/lr_{lr:g}" if len(lrs) > 1 else name
+
+
+def learning_problems(metrics: dict[str, Any]) -> list[str]:
+    """Why an SAE with these validation metrics probably did not learn (empty when nothing is wrong): it
+    explains no variance (FVE <= 0) or ran fewer than MIN_STEPS steps."""
+    problems = []
+    fve = metrics.get("fve")
+    if fve is not None and not fve > 0:
+        problems.append(f"its fraction of variance explained is {fve:.3g} (<= 0: worse than predicting the mean)")
+    if metrics.get("steps", MIN_STEPS) < MIN_STEPS:
+        problems.append(f"it trained {metrics['steps']} steps (< {MIN_STEPS}); raise --tokens or lower --batch-size")
+    return problems
 
 
 def _finished(out: Path, fp: dict[str, Any], n_lrs: int) -> TrainResult | None:
@@ -428,6 +449,7 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     from babelscope.files import check_output, sweep_stale
     from babelscope.inputs import check_torch_file
     from babelscope.models import load_model, resolve_device
+    from babelscope.models.fingerprint import model_fingerprint
     from babelscope.models.hooks import hook_width, parse_hook
 
     tcfg = replace(config or TrainConfig(), **overrides)
@@ -459,12 +481,13 @@ def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = Non
     if cache_dir is not None and rank == 0 and not (Path(cache_dir) / "cache.json").exists():
         check_output(cache_dir, directory=True, what="activation cache", need=4 * d_in * (tcfg.val_tokens + tcfg.tokens))
     positions: Positions = parse_positions(tcfg.positions)
+    fingerprint = model_fingerprint(model)
     sae_cfg = SAEConfig(arch=tcfg.arch, d_in=d_in, d_sae=tcfg.d_sae or tcfg.expansion * d_in,
                         k=tcfg.k if tcfg.arch == "topk" else None, hook_name=hook, model=model_name,
-                        normalize=tcfg.normalize, context_size=tcfg.context_size,
+                        model_fingerprint=fingerprint, normalize=tcfg.normalize, context_size=tcfg.context_size,
                         extra={"positions": str(positions), "seed": tcfg.seed, "dataset_path": _dataset_path(data)})
-    describe = {"model": model_id, "hook": hook, "positions": str(positions), "context_size": tcfg.context_size,
-                "seed": tcfg.seed}
+    describe = {"model": model_id, "model_fingerprint": fingerprint, "hook": hook, "positions": str(positions),
+                "context_size": tcfg.context_size, "seed": tcfg.seed}
     if isinstance(data, list | tuple) and data and isinstance(data[0], str | Path):
         describe["data"] = identify(list(data))
 

@@ -109,7 +109,8 @@ def build_shards(tokenizer_dir: str | Path, data: list[str | Path], cache_dir: s
             if texts:
                 encode(texts, split)
 
-    stream(data_paths, lambda i: "val" if val_every and i % val_every == val_every - 1 else "train")
+    if data_paths:  # none: only held-out files to score (train --also-eval)
+        stream(data_paths, lambda i: "val" if val_every and i % val_every == val_every - 1 else "train")
     if val_paths:
         stream(val_paths, lambda i: "val")
     note = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from babelscope.train.checkpoint import (
     check_weights,
     list_checkpoints,
     load_state,
+    read_info,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -35,7 +37,9 @@ from babelscope.train.tracking import Tracker
 # Settings that shape the trajectory: a resumed run must use the ones it started with.
 _RESUME_INPUTS = ("data", "val_data", "init_from")  # compared by content, not by how the path is spelled
 _RESUME_KEYS = ("preset", "data", "val_data", "context", "batch_size", "grad_accum", "lr", "schedule", "warmup",
-                "min_lr", "epochs", "max_steps", "seed", "init_from", "kv_heads")
+                "min_lr", "epochs", "max_steps", "seed", "init_from", "kv_heads", "select")
+BEST = "best"  # out/best/: the checkpoint with the lowest validation loss so far, while a run selects the best
+UNLEARNED = 0.9  # a final validation loss above this share of ln(vocab) (a uniform guess) learned ~nothing
 
 
 @dataclass(kw_only=True)
@@ -52,6 +56,12 @@ class TrainConfig(Settings):
     text_field: str = opt("text", "the record field holding the text")
     init_from: str | None = opt(None, "continual pre-training: start from this model dir and its optimizer state")
     init_optimizer: bool = opt(True, "with --init-from, load the weights only and start a fresh optimizer")
+    select: str = opt("auto", "the model final/ holds: best = the lowest validation loss of any evaluation, last = "
+                              "the last step; auto = best with --init-from (continual pre-training on a small set "
+                              "overfits), else last", choices=("auto", "best", "last"))
+    also_eval: list[str] = opt(help="more validation files, scored at every evaluation beside --val-data (e.g. "
+                                    "the pre-training style during continual pre-training: the forgetting)",
+                               default_factory=list)
     resume: bool = opt(False, "continue the run in --out from its latest checkpoint")
     context: int | None = opt(None, "tokens per window (default: the preset's 512)", gt=0)
     kv_heads: int | None = opt(None, "grouped-query attention: key/value heads", gt=0)
@@ -163,6 +173,9 @@ def _resume_point(out: Path, cfg: TrainConfig) -> Path | None:
                             "--out", path=out)
         return None
     _check_resume(out, cfg)
+    final = out / "final"
+    if (final / "checkpoint.json").exists() and read_info(final).get("finished"):
+        return final  # finished: nothing to redo (final/ may hold an earlier, selected step)
     done = list_checkpoints(out)
     if done:
         return done[-1][1]
@@ -194,21 +207,30 @@ def _token_shards(cfg: TrainConfig, tok_dir: Path, d: dist.Dist, src: Path | str
     return shards if d.main else build()
 
 
-def _build_model(cfg: TrainConfig, tok, src: Path | str | None):
-    """The model to train: loaded from `src` (a checkpoint or --init-from) or a new preset."""
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+def _model_config(cfg: TrainConfig, tok, src: Path | str | None):
+    """The model's config, read or built before any tokenising so that a bad preset or shape fails at once."""
+    from transformers import AutoConfig
 
     from babelscope.models import llama_config
 
+    if src:
+        return AutoConfig.from_pretrained(src, local_files_only=True)
+    return llama_config(cfg.preset, len(tok), kv_heads=cfg.kv_heads, context=cfg.context,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def _build_model(cfg: TrainConfig, config, src: Path | str | None):
+    """The model to train: loaded from `src` (a checkpoint or --init-from) or new from `config`."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
     torch.manual_seed(cfg.seed)
     if src:
+        check_weights(src)
         try:
             return AutoModelForCausalLM.from_pretrained(src, local_files_only=True, dtype=torch.float32)
         except Exception as e:  # transformers raises many types for a broken directory
             raise UserError(f"cannot load model ({type(e).__name__}: {e})", path=src) from None
-    return LlamaForCausalLM(llama_config(cfg.preset, len(tok), kv_heads=cfg.kv_heads, context=cfg.context,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
+    return LlamaForCausalLM(config)
 
 
 def _restore(cfg: TrainConfig, opt, n_windows: int, resume_from: Path | None, state: dict | None
@@ -287,18 +309,24 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError("--tokenizer is required (or --init-from a model directory)")
     if not (resume_from or cfg.init_from or cfg.preset):
         raise UserError("--preset is required (or --init-from a model directory)")
+    if resume_from is not None and read_info(resume_from).get("finished"):
+        dist.shutdown(d)
+        return resume_from
     tok_dir = Path(resume_from or cfg.init_from or cfg.tokenizer)
     tok = load_tokenizer(tok_dir)
+    config = _model_config(cfg, tok, src)
+    max_ctx = getattr(config, "max_position_embeddings", 512)
+    ctx = cfg.context or max_ctx
+    if ctx > max_ctx:
+        raise UserError(f"--context {ctx} exceeds the model's {max_ctx} positions")
+    select = cfg.select if cfg.select != "auto" else ("best" if cfg.init_from else "last")
 
     shards = _token_shards(cfg, tok_dir, d, src)
     if shards.meta.get("val_note") and d.main:
         print(f"babelscope: note: {shards.meta['val_note']}", file=sys.stderr, flush=True)
-    model = _build_model(cfg, tok, src)
+    also = _also_eval(cfg, tok_dir, d, ctx)
+    model = _build_model(cfg, config, src)
     check_vocab(model, tok, tok_dir)
-    max_ctx = getattr(model.config, "max_position_embeddings", 512)
-    ctx = cfg.context or max_ctx
-    if ctx > max_ctx:
-        raise UserError(f"--context {ctx} exceeds the model's {max_ctx} positions")
     model.to(device).train()
     if windows(shards.val, ctx) < 1:
         raise UserError("the validation split is shorter than one context window; add --val-data or lower "
@@ -345,23 +373,36 @@ def train(cfg: TrainConfig) -> Path:
     def validate() -> float:
         return evaluate(raw, shards.val, ctx, cfg, d, device, autocast)
 
-    def save(path: Path, kind: str, train_loss: float | None, val_loss: float | None) -> None:
+    def validate_also() -> float | None:
+        return evaluate(raw, also, ctx, cfg, d, device, autocast) if also is not None else None
+
+    def save(path: Path, kind: str, train_loss: float | None, val_loss: float | None,
+             extra: dict | None = None) -> None:
         if d.main:
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
                      "sampler": run.sampler.state(), "step": run.step, "tokens": run.tokens,
                      "milestones_done": run.milestones_done, "config": asdict(cfg)}
             info = {"step": run.step, "tokens": run.tokens, "epoch": run.sampler.epoch, "kind": kind,
-                    "train_loss": train_loss, "val_loss": val_loss}
+                    "train_loss": train_loss, "val_loss": val_loss, **(extra or {})}
             save_checkpoint(path, raw, tok, state, info)
         dist.barrier(d)
+
+    best = _best_so_far(out) if resume_from and select == "best" else math.inf
+
+    def keep_if_best(train_loss: float | None, val_loss: float, also_loss: float | None) -> None:
+        nonlocal best
+        if select == "best" and val_loss < best:
+            best = val_loss
+            save(out / BEST, "best", train_loss, val_loss, {"also_val_loss": also_loss})
 
     # The last log-spaced point is the end of the run, which final/ holds.
     milestones = sorted(set(cfg.checkpoint_at) | set(log_spaced(total * per_step * ctx, cfg.log_checkpoints,
                                                                  cfg.log_first)[:-1]))
     if not resume_from:
-        val0 = validate()
+        val0, also0 = validate(), validate_also()
         if d.main:
-            log.append({"step": 0, "tokens": 0, "val_loss": val0})
+            log.append({"step": 0, "tokens": 0, "val_loss": val0, "also_val_loss": also0})
+        keep_if_best(None, val0, also0)
         if 0 in milestones:
             run.milestones_done.append(0)
             save(out / "checkpoints" / "step-0", "milestone", None, val0)
@@ -374,13 +415,17 @@ def train(cfg: TrainConfig) -> Path:
         lr = sched.get_last_lr()[0]
         sched.step()
         val_loss = validate() if run.step % cfg.eval_every == 0 or run.step == total else None
+        also_loss = validate_also() if val_loss is not None else None
         dt = time.perf_counter() - t0
         if d.main:
             log.append({"step": run.step, "tokens": run.tokens, "lr": lr, "train_loss": train_loss,
-                        "val_loss": val_loss, "grad_norm": run.grad_norm, "tokens_per_s": round(per_step * ctx / dt, 1),
+                        "val_loss": val_loss, "also_val_loss": also_loss, "grad_norm": run.grad_norm,
+                        "tokens_per_s": round(per_step * ctx / dt, 1),
                         "elapsed_s": round(time.perf_counter() - t_start, 3)})
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{per_step * ctx / dt:,.0f}")
             bar.update()
+        if val_loss is not None:
+            keep_if_best(train_loss, val_loss, also_loss)
         crossed = [m for m in milestones if m <= run.tokens and m not in run.milestones_done]
         run.milestones_done.extend(crossed)
         if crossed or (cfg.save_every and run.step % cfg.save_every == 0):
@@ -391,12 +436,81 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     if val_loss is None:
         val_loss = validate()
-    save(out / "final", "final", train_loss, val_loss)
+        keep_if_best(train_loss, val_loss, validate_also())
+    last = {"last_step": run.step, "last_val_loss": val_loss, "selected": select, "finished": True}
+    if select == "best" and (out / BEST).exists() and read_info(out / BEST)["step"] != run.step:
+        if d.main:
+            _promote_best(out, last)
+        dist.barrier(d)
+    else:
+        save(out / "final", "final", train_loss, val_loss, last)
     if d.main:
+        shutil.rmtree(out / BEST, ignore_errors=True)
         plot_losses(out / "metrics.csv", out / "loss.png")
         log.close()
+        _check_learned(out, len(tok))
     dist.shutdown(d)
     return out / "final"
+
+
+def _also_eval(cfg: TrainConfig, tok_dir: Path, d: dist.Dist, ctx: int) -> np.ndarray | None:
+    """The tokens of --also-eval (tokenised once, cached like the training shards), or None."""
+    if not cfg.also_eval:
+        return None
+
+    def build() -> Shards:
+        return build_shards(tok_dir, [], _cache_dir(cfg), val_data=cfg.also_eval, text_field=cfg.text_field)
+    if d.main:
+        shards = build()
+    dist.barrier(d)
+    shards = shards if d.main else build()
+    if windows(shards.val, ctx) < 1:
+        raise UserError("--also-eval is shorter than one context window", path=cfg.also_eval[0])
+    return shards.val
+
+
+def _best_so_far(out: Path) -> float:
+    """The validation loss of out/best/ (a resumed run keeps selecting against it), inf when there is none."""
+    path = out / BEST
+    return float(read_info(path)["val_loss"]) if (path / "checkpoint.json").exists() else math.inf
+
+
+def _promote_best(out: Path, last: dict) -> None:
+    """final/ = a copy of best/ (weights, tokenizer, optimizer state), its checkpoint.json saying which step
+    was kept and where the run ended; written beside and renamed, like every checkpoint."""
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out / BEST, tmp)
+    info = {**read_info(tmp), "kind": "final", **last}
+    write_json_atomic(tmp / "checkpoint.json", info)
+    old = out / ".final.old"
+    if (out / "final").exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out / "final", old)
+    os.replace(tmp, out / "final")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_learned(out: Path, vocab: int) -> None:
+    """Flag (in final/checkpoint.json and config.json) and warn about a run whose final validation loss is still
+    near ln(vocab), the loss of a uniform guess: it learned (almost) nothing."""
+    from babelscope.errors import warn
+
+    info = read_info(out / "final")
+    loss, chance = float(info["val_loss"]), math.log(vocab)
+    learned = loss < UNLEARNED * chance
+    result = {"learned": learned, "val_loss": loss, "uniform_loss": chance, "step": info["step"],
+              "selected": info.get("selected", "last"), "last_step": info.get("last_step", info["step"])}
+    if not learned:
+        result["warning"] = (f"the final validation loss {loss:.3f} is within {1 - UNLEARNED:.0%} of ln({vocab}) = "
+                             f"{chance:.3f}, the loss of a uniform guess: the model learned (almost) nothing. Train "
+                             "longer or raise --lr (the studies' 5e-5 suits millions of stories; the demo uses 3e-3)")
+        warn(f"{out}: {result['warning']}")
+    write_json_atomic(out / "final" / "checkpoint.json", {**info, "learned": learned})
+    from babelscope.inputs import read_json
+
+    config = read_json(out / "config.json", "config.json") if (out / "config.json").exists() else {}
+    write_json_atomic(out / "config.json", {**config, "result": result})
 
 
 def train_step(model, raw, opt, sched, run: Progress, tokens: np.ndarray, ctx: int, cfg: TrainConfig,

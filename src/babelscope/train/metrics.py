@@ -8,11 +8,12 @@ from pathlib import Path
 
 from babelscope.files import atomic_path
 
-COLUMNS = ["step", "tokens", "lr", "train_loss", "val_loss", "grad_norm", "tokens_per_s", "elapsed_s"]
+COLUMNS = ["step", "tokens", "lr", "train_loss", "val_loss", "also_val_loss", "grad_norm", "tokens_per_s",
+           "elapsed_s"]
 
 
 # metrics.csv columns -> tracker tags, as the HF Trainer names them
-TAGS = {"train_loss": "train/loss", "val_loss": "eval/loss", "lr": "train/learning_rate",
+TAGS = {"train_loss": "train/loss", "val_loss": "eval/loss", "also_val_loss": "eval/also_loss", "lr": "train/learning_rate",
         "grad_norm": "train/grad_norm", "tokens_per_s": "train/tokens_per_second", "tokens": "train/tokens_seen"}
 
 
@@ -87,11 +88,14 @@ def plot_losses(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
     rows = MetricsLog(metrics_csv).read()
     train = [(int(r["tokens"]), float(r["train_loss"])) for r in rows if r["train_loss"]]
     val = [(int(r["tokens"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
+    also = [(int(r["tokens"]), float(r["also_val_loss"])) for r in rows if r.get("also_val_loss")]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     if train:
         ax.plot(*zip(*train, strict=True), lw=0.8, alpha=0.7, label="train")
     if val:
         ax.plot(*zip(*val, strict=True), "o-", ms=3, label="validation")
+    if also:
+        ax.plot(*zip(*also, strict=True), "s--", ms=3, label="validation, --also-eval")
     ax.set_xlabel("tokens")
     ax.set_ylabel("cross-entropy (nats)")
     ax.set_title(title or Path(metrics_csv).parent.name)
