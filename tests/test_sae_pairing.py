@@ -11,7 +11,7 @@ from babelscope.errors import UserError
 from babelscope.models import load_model
 from babelscope.models.fingerprint import model_fingerprint
 from babelscope.sae import SAE, SAEConfig, load_sae, read_training
-from babelscope.sae.metrics import check_sae_matches
+from babelscope.sae.pairing import check_pair
 from babelscope.sae.train import MIN_STEPS, learning_problems, train_sae
 from helpers import run_cli
 
@@ -69,26 +69,26 @@ def test_training_records_the_model_and_flags_too_few_steps(trained, tiny_model_
     assert "variance explained is -2.69" in learning_problems({"fve": -2.69, "steps": 5000})[0]
 
 
-def test_check_sae_matches_refuses_another_model_or_hook_unless_forced(trained, tiny_model_dir, other_model_dir,
+def test_check_pair_refuses_another_model_or_hook_unless_forced(trained, tiny_model_dir, other_model_dir,
                                                                       capsys):
     sae = load_sae(trained)
     mine, other = load_model(tiny_model_dir)[0], load_model(other_model_dir)[0]
-    assert check_sae_matches(sae, mine) == HOOK
-    assert check_sae_matches(sae, mine, "blocks.1.mlp.hook_post") == "blocks.1.mlp.hook_post"  # same point
+    assert check_pair(sae, mine) == HOOK
+    assert check_pair(sae, mine, "blocks.1.mlp.hook_post") == "blocks.1.mlp.hook_post"  # same point
     with pytest.raises(UserError, match=r"trained on another model .*--force"):
-        check_sae_matches(sae, other)
+        check_pair(sae, other)
     with pytest.raises(UserError, match=r"trained on hook 'layers.1.mlp.act', not 'layers.0.mlp.act'"):
-        check_sae_matches(sae, mine, "layers.0.mlp.act")
+        check_pair(sae, mine, "layers.0.mlp.act")
     capsys.readouterr()
-    assert check_sae_matches(sae, other, force=True) == HOOK
+    assert check_pair(sae, other, force=True) == HOOK
     assert "WARNING" in capsys.readouterr().err
     # the width is checked even with --force
     narrow = SAE(SAEConfig(arch="topk", d_in=32, d_sae=64, k=4, hook_name=HOOK))
     with pytest.raises(UserError, match="width mismatch"):
-        check_sae_matches(narrow, mine, force=True)
+        check_pair(narrow, mine, force=True)
     # an SAE from elsewhere records no fingerprint: nothing to check against
     sae.cfg.model_fingerprint = ""
-    assert check_sae_matches(sae, other) == HOOK
+    assert check_pair(sae, other) == HOOK
 
 
 @pytest.mark.slow

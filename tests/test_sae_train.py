@@ -15,6 +15,7 @@ from babelscope.sae import SAE, SAEConfig, load_sae, read_training
 from babelscope.sae.buffer import TensorSource
 from babelscope.sae.metrics import evaluate_sae, loss_recovered, reconstruction_metrics
 from babelscope.sae.train import TrainConfig, train_on_source, train_sae
+from babelscope.serve.background import free_port
 
 
 def _low_rank_acts(n: int = 12_000, d: int = 16, seed: int = 0) -> torch.Tensor:
@@ -200,7 +201,7 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BABELSCOPE_NO_PROGRESS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "29517", str(script), str(tmp_path / "out"), str(Path(__file__).parent)],
+                        "--master_port", str(free_port()), str(script), str(tmp_path / "out"), str(Path(__file__).parent)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = (torch.load(tmp_path / "out" / f"rank{i}.pt") for i in range(2))

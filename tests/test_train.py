@@ -17,6 +17,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from babelscope.models import PRESETS, llama_config, param_counts
+from babelscope.serve.background import free_port
 from babelscope.train.checkpoint import list_checkpoints, load_state
 from babelscope.train.data import WindowSampler
 from babelscope.train.loop import TrainConfig, lr_factor, train
@@ -170,7 +171,7 @@ def test_continual_pretraining_restores_the_optimizer_state(corpus, tokenizer_di
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(corpus, tokenizer_dir, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "babelscope.cli", "train", *TRAIN_ARGS, "--tokenizer", str(tokenizer_dir), "--data", str(corpus),
            "--out", str(run), "--max-steps", "40", "--eval-every", "20", "--save-every", "20",
            "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
@@ -236,7 +237,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, tokenizer_dir, corpus
     assert "--resume" in _error(capsys, *base, "--data", corpus, "--out", run)
     # A bad preset or head count is reported before the corpus is tokenised.
     cache = tmp_path / "cache"
-    for flags, words in ((["--preset", "5M"], "unknown preset '5M'"), (["--kv-heads", "3"], "--kv-heads 3")):
+    for flags, words in ((["--preset", "5M"], "invalid choice: '5M'"), (["--kv-heads", "3"], "--kv-heads 3")):
         err = _error(capsys, *base, *flags, "--data", corpus, "--out", tmp_path / "r5", "--cache-dir", cache)
         assert words in err and not cache.exists()
 
