@@ -167,6 +167,9 @@ def test_tiny_model_topk_explains_variance_with_few_dead(tmp_path, story_model_d
     assert rc == 0, err
     e = json.loads(ev.read_text())
     assert e["fve"] > 0.8 and e["ce_zero"] != e["ce_clean"] and "loss_recovered" in e
+    # both report how far the decoder moved from the init its seed gives (the same numbers: the same SAE)
+    assert m["decoder"]["seed"] == 0 and m["decoder"]["cos_to_init"]["median"] < 0.99
+    assert e["decoder"]["cos_to_init"] == pytest.approx(m["decoder"]["cos_to_init"])
     # a bad hook through the CLI: one line, exit 2
     rc, err = _cli(capsys, "sae", "train", "--model", str(tiny_model_dir), "--hook", "layers.1.mlp", "--data",
                    str(corpus), "--out", str(tmp_path / "x"), "--device", "cpu")

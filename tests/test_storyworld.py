@@ -152,7 +152,7 @@ def test_records_are_parallel_and_aligned(translated):
         assert a["noun"] == nouns[w["noun"]].ar and a["verb"] == verbs[w["verb"]].ar_masdar
         assert a["adjective"] in (adjectives[w["adjective"]].ar_m, adjectives[w["adjective"]].ar_f)
         assert set(en) == {"id", "lang", "style", "text", "names", "name_origin", "dialogue_order", "quotes",
-                           "features", "words"}
+                           "features", "words", "spans"}
 
 
 def test_names_are_in_the_text_and_only_the_right_origin(translated, native):
@@ -305,3 +305,42 @@ def test_arabic_text_has_no_latin_letters(translated, native):
     for r in translated + native:
         if r["lang"] == "ar":
             assert not any(unicodedata.category(c).startswith("L") and c.isascii() for c in r["text"])
+
+
+# ---- the spans: where the generator planted each name, quote and tag -----------------------------------------
+
+def test_spans_slice_to_the_planted_names_quotes_and_tags(translated, native):
+    speech = {"en": set(SPEECH_EN.split("|")), "ar": SPEECH_AR_M | SPEECH_AR_F}
+    n_names = {"english": 0, "arabic": 0}
+    for r in translated[:600] + native[:400]:
+        text, spans = r["text"], r["spans"]
+        for key in ("names", "quotes", "tags"):
+            starts = [s[0] for s in spans[key]]
+            assert starts == sorted(starts) and all(0 <= s[0] < s[1] <= len(text) for s in spans[key])
+        # names: every occurrence of a name word in the text, each with the record's origin
+        words = [(m.start(), m.end()) for m in re.finditer(r"[^\s'" + re.escape(PUNCT) + r"]+", text)]
+        planted = [(a, b) for a, b, _ in spans["names"]]
+        assert planted == [(a, b) for a, b in words if text[a:b] in r["names"]], text
+        assert {text[a:b] for a, b, _ in spans["names"]} == set(r["names"])
+        assert {o for _, _, o in spans["names"]} == {r["name_origin"]}
+        n_names[r["name_origin"]] += len(planted)
+        # quotes: the text between the quotation marks, as the `quotes` field
+        marks = ('"', '"') if r["lang"] == "en" else ("«", "»")
+        assert [text[a:b] for a, b in spans["quotes"]] == r["quotes"]
+        assert all(text[a - 1] == marks[0] and text[b] == marks[1] for a, b in spans["quotes"])
+        # tags: a speech verb and the speaker, one per quote, on the side the label says
+        assert [o for _, _, o in spans["tags"]] == r["dialogue_order"]
+        for (qa, qb), (ta, tb, order) in zip(spans["quotes"], spans["tags"], strict=True):
+            tag = text[ta:tb].split()
+            assert speech[r["lang"]] & {w.lower() for w in tag}, text[ta:tb]
+            assert (tb < qa) if order == "before" else (ta > qb)
+            gap = text[tb:qa - 1] if order == "before" else text[qb + 1:ta]
+            assert gap in ((", ",) if r["lang"] == "en" else (": ", "، ")) or gap == " ", (gap, text)
+    assert min(n_names.values()) > 1000
+
+
+def test_spans_are_left_out_of_nothing_else():
+    """The markers never reach the text, and a record without them (older corpora) still reads."""
+    for r in generate_stories(50, style="native", seed=9):
+        assert not re.search("[\ue000-\uf8ff]", r["text"]) and not any(
+            re.search("[\ue000-\uf8ff]", q) for q in r["quotes"])

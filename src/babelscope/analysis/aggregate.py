@@ -5,11 +5,14 @@ Pass A: active count, sum, max, spans and the top-k activations (ties: the earli
 final max: the histogram over [0, max], the occurrences at >= threshold x max per (feature, token, label)
 and their spans, and per equal-width interval of (0, max] the examples with the smallest `sample_priority`.
 Pass C: the token windows of the chosen examples and their contexts. Every buffer is features x a constant,
-except the attribution counts (one entry per distinct (feature, token, label) above threshold).
+except the attribution counts (one entry per distinct (feature, token, label) above threshold) and, for
+records with ground-truth spans, the active entries on the planted concepts' tokens (`analysis.groundtruth`,
+whose `DetectorPass` rides along passes A and B).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,22 +125,89 @@ class _Counter:
         return self.keys, self.counts
 
 
+@dataclass
+class _Corpus:
+    """What one look at every shard says: sizes, labels and the vocabulary bound."""
+
+    paths: list[Path]
+    F: int
+    V: int
+    labels: list[str]
+    tokens: int
+    n_contexts: int
+    n_docs: int
+
+
+@dataclass
+class _Counts:
+    """Pass A's per-feature results."""
+
+    n_active: np.ndarray
+    total: np.ndarray
+    vmax: np.ndarray
+    n_spans: np.ndarray
+    top_g: np.ndarray  # [F, top_k] corpus positions of the top activations (-1: none)
+
+
+@dataclass
+class _Thresholds:
+    """Pass B's per-feature results."""
+
+    hist: np.ndarray
+    n_above: np.ndarray
+    n_spans_above: np.ndarray
+    attributions: dict[str, np.ndarray]
+    iv_g: np.ndarray  # [F * n_intervals, per_interval] corpus positions of the interval samples
+
+
 def aggregate(cache: str | Path, cfg: StoreConfig, *, n_features: int | None = None,
               vocab_size: int | None = None) -> dict[str, Any]:
-    """Stage 2: exact per-feature statistics, attributions and examples from the shards (see module docstring).
+    """Stage 2: exact per-feature statistics, attributions, examples and (for records with ground-truth spans)
+    the detector table, from the shards (see module docstring).
 
     Returns {"features": columns, "attributions": columns, "examples": columns, "contexts": columns,
-    "labels", "tokens", "n_docs", "n_contexts", "vocab_size"}; columns are numpy arrays, list columns `Ragged`.
+    "detectors": columns or None, "detectors_meta", "labels", "tokens", "n_docs", "n_contexts", "vocab_size"};
+    columns are numpy arrays, list columns `Ragged`.
     """
-    cache = Path(cache)
+    from babelscope.analysis.groundtruth import DetectorPass
+
+    corpus = _scan(Path(cache), n_features, vocab_size)
+    truth = DetectorPass(corpus.F)
+    counts = _pass_counts(corpus, cfg, truth)
+    thresholds = _pass_thresholds(corpus, cfg, counts.vmax, truth)
+    examples, contexts = _pass_examples(corpus, cfg, counts.top_g, thresholds.iv_g)
+    table = truth.table()
+    F, n = corpus.F, counts.n_active
+    return {
+        "features": {
+            "feature": np.arange(F, dtype=np.int32), "n_active": n,
+            "frequency": n / max(corpus.tokens, 1), "max_act": counts.vmax.astype(np.float32),
+            "mean_act": np.divide(counts.total, n, out=np.zeros(F), where=n > 0),
+            "n_above": thresholds.n_above, "n_spans": counts.n_spans, "span_tokens": n.copy(),
+            "n_spans_above": thresholds.n_spans_above, "span_tokens_above": thresholds.n_above.copy(),
+            "hist": thresholds.hist, "hist_max": counts.vmax.astype(np.float32),
+        },
+        "attributions": thresholds.attributions,
+        "examples": examples,
+        "contexts": contexts,
+        "detectors": table,
+        "detectors_meta": truth.meta() if table is not None else None,
+        "labels": corpus.labels,
+        "tokens": corpus.tokens,
+        "n_docs": corpus.n_docs,
+        "n_contexts": corpus.n_contexts,
+        "vocab_size": corpus.V,
+    }
+
+
+def _scan(cache: Path, n_features: int | None, vocab_size: int | None) -> _Corpus:
+    """Sizes, labels and the largest token id of the cache."""
     paths = shard_paths(cache)
     if not paths:
         raise UserError("the feature cache holds no shards (was the corpus empty?)", path=cache)
     metas = [shard_meta(p) for p in paths]
-    F = int(n_features or metas[0]["n_features"])
     labels: set[str] = set()
-    n_tokens = n_contexts = n_docs = 0
-    max_token = 0
+    n_tokens = n_contexts = n_docs = max_token = 0
     for p in paths:
         with np.load(p) as z:
             labels.update(z["ctx_label"].tolist())
@@ -146,19 +216,20 @@ def aggregate(cache: str | Path, cfg: StoreConfig, *, n_features: int | None = N
             n_docs += len(np.unique(z["ctx_doc"]))  # documents never span shards
             if len(z["tokens"]):
                 max_token = max(max_token, int(z["tokens"].max()))
-    labels_sorted = sorted(labels)
-    L = max(len(labels_sorted), 1)
-    V = max(int(vocab_size or 0), max_token + 1)
-    k, n_int, m, bins = cfg.top_k, cfg.n_intervals, cfg.per_interval, cfg.hist_bins
+    return _Corpus(paths, int(n_features or metas[0]["n_features"]), max(int(vocab_size or 0), max_token + 1),
+                   sorted(labels), n_tokens, n_contexts, n_docs)
 
-    # -- pass A: counts, sums, max, spans, top-k
+
+def _pass_counts(corpus: _Corpus, cfg: StoreConfig, truth: Any) -> _Counts:
+    """Pass A: active counts, sums, max, spans and the top-k activations (and the ground truth's positives)."""
+    F, k = corpus.F, cfg.top_k
     n_active = np.zeros(F, dtype=np.int64)
     total = np.zeros(F, dtype=np.float64)
     vmax = np.zeros(F, dtype=np.float32)
     n_spans = np.zeros(F, dtype=np.int64)
     top_key = np.full((F, k), np.inf, dtype=np.float64)  # key = -activation (smallest first)
     top_g = np.full((F, k), -1, dtype=np.int64)
-    for sh in iter_shards(paths, "features: counts"):
+    for sh in iter_shards(corpus.paths, "features: counts"):
         if not len(sh.tok):
             continue
         n_active += np.bincount(sh.feat, minlength=F)
@@ -171,16 +242,24 @@ def aggregate(cache: str | Path, cfg: StoreConfig, *, n_features: int | None = N
         g = global_token(sh.index, sh.tok)
         ck, cg = _candidates(sh.feat, -sh.val.astype(np.float64), g, F, k, np.inf)
         top_key, top_g = _merge_best(top_key, top_g, ck, cg, k)
+        truth.count(sh)
+    return _Counts(n_active, total, vmax, n_spans, top_g)
 
-    # -- pass B: histogram, >= threshold counts and attributions, spans above, interval samples
+
+def _pass_thresholds(corpus: _Corpus, cfg: StoreConfig, vmax: np.ndarray, truth: Any) -> _Thresholds:
+    """Pass B, with the final max: histogram, >= threshold counts, attributions and their spans, interval
+    samples (and the ground truth's comparisons of negatives with the positives)."""
+    F, V = corpus.F, corpus.V
+    L = max(len(corpus.labels), 1)
+    n_int, m, bins = cfg.n_intervals, cfg.per_interval, cfg.hist_bins
     hist = np.zeros((F, bins), dtype=np.int64)
     n_above = np.zeros(F, dtype=np.int64)
     n_spans_above = np.zeros(F, dtype=np.int64)
     attr = _Counter()
     iv_key = np.full((F * n_int, m), np.iinfo(np.uint64).max, dtype=np.uint64)
     iv_g = np.full((F * n_int, m), -1, dtype=np.int64)
-    label_code = {name: i for i, name in enumerate(labels_sorted)}
-    for sh in iter_shards(paths, "features: thresholds"):
+    label_code = {name: i for i, name in enumerate(corpus.labels)}
+    for sh in iter_shards(corpus.paths, "features: thresholds"):
         if not len(sh.tok):
             continue
         mx = vmax[sh.feat]
@@ -198,8 +277,17 @@ def aggregate(cache: str | Path, cfg: StoreConfig, *, n_features: int | None = N
         group = sh.feat * n_int + hist_bin(sh.val, mx, n_int)
         ck, cg = _candidates(group, sample_priority(g, sh.feat), g, F * n_int, m, np.iinfo(np.uint64).max)
         iv_key, iv_g = _merge_best(iv_key, iv_g, ck, cg, m)
+        truth.compare(sh, vmax, cfg.threshold_frac)
+    keys, counts = attr.result()
+    lab, tokv, featv = keys % L, (keys // L) % V, keys // L // V
+    attributions = {"feature": featv.astype(np.int32), "token_id": tokv.astype(np.int32),
+                    "label": np.array(corpus.labels or [""], dtype=object)[lab], "count": counts}
+    return _Thresholds(hist, n_above, n_spans_above, attributions, iv_g)
 
-    # -- pass C: windows of the chosen examples and their contexts
+
+def _pass_examples(corpus: _Corpus, cfg: StoreConfig, top_g: np.ndarray, iv_g: np.ndarray) -> tuple[dict, dict]:
+    """Pass C: the windows of the chosen examples (top and interval samples) and the contexts they come from."""
+    F, k, n_int, m = corpus.F, cfg.top_k, cfg.n_intervals, cfg.per_interval
     ex_feat = np.concatenate([np.repeat(np.arange(F), k), np.repeat(np.arange(F), n_int * m)])
     ex_kind = np.concatenate([np.zeros(F * k, dtype=np.int8), np.ones(F * n_int * m, dtype=np.int8)])
     ex_interval = np.concatenate([np.full(F * k, -1), np.tile(np.repeat(np.arange(n_int), m), F)])
@@ -209,7 +297,7 @@ def aggregate(cache: str | Path, cfg: StoreConfig, *, n_features: int | None = N
     ex_feat, ex_kind, ex_interval, ex_rank, ex_g = (a[chosen] for a in (ex_feat, ex_kind, ex_interval, ex_rank, ex_g))
     ex_shard = ex_g >> np.int64(32)
     ex_parts, ctx_parts = [], []
-    for sh in iter_shards(paths, "features: examples"):
+    for sh in iter_shards(corpus.paths, "features: examples"):
         sel = np.flatnonzero(ex_shard == sh.index)
         if len(sel):
             ex, cx = _extract(sh, F, cfg.window, ex_feat[sel], ex_kind[sel], ex_interval[sel], ex_rank[sel],
@@ -221,30 +309,7 @@ def aggregate(cache: str | Path, cfg: StoreConfig, *, n_features: int | None = N
     order = np.lexsort((examples["rank"], examples["interval"], examples["kind_code"], examples["feature"]))
     examples = {key: col[order] for key, col in examples.items()}
     examples["kind"] = np.where(examples.pop("kind_code") == 0, "top", "interval").astype(object)
-
-    keys, counts = attr.result()
-    lab = keys % L
-    tokv = (keys // L) % V
-    featv = keys // L // V
-    return {
-        "features": {
-            "feature": np.arange(F, dtype=np.int32), "n_active": n_active,
-            "frequency": n_active / max(n_tokens, 1), "max_act": vmax.astype(np.float32),
-            "mean_act": np.divide(total, n_active, out=np.zeros(F), where=n_active > 0),
-            "n_above": n_above, "n_spans": n_spans, "span_tokens": n_active.copy(),
-            "n_spans_above": n_spans_above, "span_tokens_above": n_above.copy(),
-            "hist": hist, "hist_max": vmax.astype(np.float32),
-        },
-        "attributions": {"feature": featv.astype(np.int32), "token_id": tokv.astype(np.int32),
-                         "label": np.array(labels_sorted or [""], dtype=object)[lab], "count": counts},
-        "examples": examples,
-        "contexts": contexts,
-        "labels": labels_sorted,
-        "tokens": n_tokens,
-        "n_docs": n_docs,
-        "n_contexts": n_contexts,
-        "vocab_size": V,
-    }
+    return examples, contexts
 
 
 class Ragged:

@@ -6,6 +6,10 @@ the document index, its token offset in the document, its label and record id; a
 (token, feature) pair, in (token, feature) order, the flat token index (`ent_tok`), the feature (`ent_feat`)
 and the activation (`ent_val`, float32). Scalars record where the corpus stands after the shard (`docs_end`,
 `tokens_end`, `budget_hit`). A shard is written atomically, so its presence means it is complete.
+Ground truth (records with storyworld `spans`): per flat token its concept bits (`concepts`, uint8, see
+`analysis.groundtruth`) and whether its record was labelled at all (`labelled`); and the active entries of
+the random-direction control (`ctl_tok`, `ctl_feat`, `ctl_val`, same layout as the SAE's), empty when no
+record of the shard was labelled.
 """
 
 from __future__ import annotations
@@ -59,11 +63,20 @@ class ShardWriter:
         self.ent_tok: list[np.ndarray] = []
         self.ent_feat: list[np.ndarray] = []
         self.ent_val: list[np.ndarray] = []
+        self.concepts: list[np.ndarray] = []
+        self.labelled: list[np.ndarray] = []
+        self.ctl_tok: list[np.ndarray] = []
+        self.ctl_feat: list[np.ndarray] = []
+        self.ctl_val: list[np.ndarray] = []
         self.n_flat = 0
 
-    def add_context(self, ids: np.ndarray, valid: np.ndarray, doc: int, start: int, label: str, record: str) -> int:
-        """Append a context (its model input and real-token mask); returns its first flat index."""
+    def add_context(self, ids: np.ndarray, valid: np.ndarray, doc: int, start: int, label: str, record: str,
+                    concepts: np.ndarray | None = None) -> int:
+        """Append a context (its model input and real-token mask, and the concept bits of its tokens when its
+        record has ground truth); returns its first flat index."""
         offset = self.n_flat
+        self.concepts.append(np.zeros(len(ids), np.uint8) if concepts is None else concepts.astype(np.uint8))
+        self.labelled.append(valid.astype(bool) & (concepts is not None))
         self.tokens.append(ids.astype(np.int32))
         self.valid.append(valid.astype(bool))
         self.ctx_doc.append(doc)
@@ -84,6 +97,9 @@ class ShardWriter:
             "ctx_label": np.array(self.ctx_label, dtype=str), "ctx_record": np.array(self.ctx_record, dtype=str),
             "ent_tok": cat(self.ent_tok, np.int32), "ent_feat": cat(self.ent_feat, np.int32),
             "ent_val": cat(self.ent_val, np.float32),
+            "concepts": cat(self.concepts, np.uint8), "labelled": cat(self.labelled, bool),
+            "ctl_tok": cat(self.ctl_tok, np.int32), "ctl_feat": cat(self.ctl_feat, np.int32),
+            "ctl_val": cat(self.ctl_val, np.float32),
         }
         arrays.update({k: np.array(v) for k, v in scalars.items()})
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -105,6 +121,11 @@ class Shard:
     tok: np.ndarray  # entries, sorted by (token, feature)
     feat: np.ndarray
     val: np.ndarray
+    concepts: np.ndarray | None = None  # ground-truth bits per flat token (None: a shard without them)
+    labelled: np.ndarray | None = None
+    ctl_tok: np.ndarray | None = None  # the random-direction control's entries (None: a shard without them)
+    ctl_feat: np.ndarray | None = None
+    ctl_val: np.ndarray | None = None
 
     @property
     def ctx_of(self) -> np.ndarray:
@@ -121,8 +142,11 @@ def load_shard(path: Path, index: int) -> Shard:
         if len(tok) > 1 and not (np.diff(tok * (int(feat.max()) + 1) + feat) > 0).all():
             order = np.lexsort((feat, tok))  # written in (token, feature) order already; sort only if not
             tok, feat, val = tok[order], feat[order], val[order]
+        truth = (z["concepts"], z["labelled"]) if "labelled" in z.files else (None, None)
+        control = (z["ctl_tok"].astype(np.int64), z["ctl_feat"].astype(np.int64), z["ctl_val"]) \
+            if "ctl_tok" in z.files and len(z["ctl_tok"]) else (None, None, None)
         return Shard(index, z["tokens"], z["valid"], z["ctx_offsets"], z["ctx_doc"], z["ctx_start"],
-                     z["ctx_label"], z["ctx_record"], tok, feat, val)
+                     z["ctx_label"], z["ctx_record"], tok, feat, val, *truth, *control)
 
 
 def iter_shards(paths: list[Path], desc: str) -> Iterator[Shard]:

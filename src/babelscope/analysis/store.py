@@ -38,6 +38,11 @@ Output tables (the interface later analyses read; `FeatureStore` reads them back
                          record_id, label, tokens, acts, pos (index of the example token in `tokens`), act,
                          ctx, ctx_pos (the example token's position in the context), window_start
     contexts.parquet     ctx, doc, record_id, label, start (token offset in the document), tokens (model input)
+    detectors.parquet    feature, concept, control, n_pos, auroc, precision, recall, n_above, pos_above: how well
+                         each feature's activation detects each concept storyworld planted (names by origin,
+                         quote ends, dialogue tags by order; `analysis.groundtruth`), and the same for shuffled
+                         labels and for random directions as sparse as the features; written only when the
+                         records carry `spans`
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ from babelscope.settings import Settings, opt
 
 CACHE = "cache"
 TABLES = ("features", "attributions", "examples", "contexts")
+DETECTORS = "detectors"  # only for corpora whose records carry ground-truth spans (storyworld)
+CONTROL = "control.npz"  # the random directions of the detectors' control, in the cache
 
 
 @dataclass(kw_only=True)
@@ -149,11 +156,13 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
     """
     import torch
 
+    from babelscope.analysis.groundtruth import CONCEPTS, RandomDirections, doc_concepts
     from babelscope.models.contexts import iter_contexts
 
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    params = {**cfg.shard_params(), **(source or {}), "hook": hook}
+    params = {**cfg.shard_params(), **(source or {}), "hook": hook, "concepts": list(CONCEPTS)}
+    bos = 1 if tokenizer.bos_token_id is not None else 0  # tokenize_contexts prepends BOS to every document
     state_path = cache / STATE
     if state_path.exists():
         from babelscope.inputs import read_json
@@ -172,6 +181,8 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
         write_json_atomic(state_path, state)
         return state
     n_features = int(sae.cfg.d_sae)
+    control_path = cache / CONTROL
+    control = RandomDirections.load(control_path) if control_path.exists() else None
     docs_done, tokens_done = int(last["docs_end"]), int(last["tokens_end"])
     it = iter(records)
     for _ in itertools.islice(it, docs_done):  # skip documents whose shards are complete (no model run)
@@ -188,6 +199,8 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
             exhausted = len(batch_docs) < cfg.docs_per_shard
             if not batch_docs:
                 break
+            truth = dict(zip((d["_doc"] for d in batch_docs), doc_concepts(tokenizer, batch_docs), strict=True))
+            labelled = any(bits is not None for bits in truth.values())
             writer = ShardWriter()
             for batch in iter_contexts(model, tokenizer, batch_docs, [hook], max_tokens=cfg.context,
                                        batch_size=cfg.batch_size, split_long=cfg.split_long):
@@ -205,7 +218,9 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
                     offset = writer.add_context(batch.input_ids[i, :length].numpy(), valid[:length],
                                                 int(meta["_doc"]), int(batch.starts[i]),
                                                 "" if label is None else str(label),
-                                                "" if record_id is None else str(record_id))
+                                                "" if record_id is None else str(record_id),
+                                                _context_truth(truth[meta["_doc"]], int(batch.starts[i]) - bos,
+                                                              length))
                     rows.append(np.full(len(pos), i))
                     cols.append(pos)
                     flats.append(offset + pos)
@@ -221,6 +236,15 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
                     writer.ent_tok.append(np.concatenate(flats)[er])
                     writer.ent_feat.append(ef)
                     writer.ent_val.append(ev)
+                    if labelled:  # the random-direction control of the ground-truth detectors
+                        if control is None:  # calibrated once, on this first batch, and kept for a resume
+                            control = RandomDirections.calibrate(sae, x, len(er) / (len(x) * n_features),
+                                                                 n_features)
+                            control.save(control_path)
+                        cr, cf, cv = control.encode(sae, x, cfg.encode_chunk)
+                        writer.ctl_tok.append(np.concatenate(flats)[cr])
+                        writer.ctl_feat.append(cf)
+                        writer.ctl_val.append(cv)
                 if budget_hit:
                     break
             docs_done += len(batch_docs)
@@ -232,6 +256,15 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
     state.update(complete=True, n_shards=shard, tokens=tokens_done, docs=docs_done)
     write_json_atomic(state_path, state)
     return state
+
+
+def _context_truth(doc_bits: np.ndarray | None, first: int, length: int) -> np.ndarray | None:
+    """The concept bits of a context's `length` positions, the first being document token `first` (-1: BOS)."""
+    if doc_bits is None:
+        return None
+    pos = first + np.arange(length)
+    inside = (pos >= 0) & (pos < len(doc_bits))
+    return np.where(inside, doc_bits[np.clip(pos, 0, max(len(doc_bits) - 1, 0))] if len(doc_bits) else 0, 0)
 
 
 # ---- writing and reading the tables ---------------------------------------------------------------------------
@@ -261,6 +294,10 @@ def write_tables(out: str | Path, result: dict[str, Any], meta: dict[str, Any]) 
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         _write_parquet(out / f"{name}.parquet", result[name])
+    if result.get("detectors") is not None:
+        _write_parquet(out / f"{DETECTORS}.parquet", result["detectors"])
+    else:
+        (out / f"{DETECTORS}.parquet").unlink(missing_ok=True)  # a stale table of an earlier build
     write_json_atomic(out / "meta.json", meta)
 
 
@@ -272,6 +309,10 @@ COLUMNS = {
     "examples": "feature, kind (top|interval), interval (-1 for top, 0 lowest), rank, doc, record_id, label, tokens, "
                 "acts, pos (index of the example token in tokens), act, ctx, ctx_pos, window_start",
     "contexts": "ctx, doc, record_id, label, start (token offset in the document), tokens (model input, BOS first)",
+    "detectors": "feature, concept, control (none | shuffled: labels rolled | random: random directions), n_pos, "
+                 "auroc, precision, recall (at threshold_frac x max_act), n_above (labelled tokens at threshold), "
+                 "pos_above (positives among them); only when the records carry storyworld spans (see detectors "
+                 "in meta.json)",
 }
 
 
@@ -307,6 +348,7 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
         "vocab_size": result["vocab_size"], "label_field": cfg.label_field, "labels": result["labels"],
         "threshold_frac": cfg.threshold_frac, "hist_bins": cfg.hist_bins, "hist_range": "[0, hist_max]",
         "active": "activation > 0", "bos_dropped": True, "config": asdict(cfg), "columns": COLUMNS,
+        "detectors": result["detectors_meta"],
         "manifest": manifest("analyze features", command_args or {}),
     }
     write_tables(out, result, meta)
@@ -370,6 +412,13 @@ class FeatureStore:
         cols = _columns(self.table("features"))
         cols["hist"] = np.asarray(cols["hist"], dtype=np.int64).reshape(len(cols["feature"]), -1)
         return cols
+
+    def detectors(self) -> dict[str, np.ndarray] | None:
+        """The ground-truth detector table (feature, concept, control, n_pos, auroc, precision, recall, ...), or
+        None when the store's records carried no spans."""
+        if not (self.path / f"{DETECTORS}.parquet").exists():
+            return None
+        return _columns(self.table(DETECTORS))
 
     def attributions(self) -> dict[str, np.ndarray]:
         """feature, token_id, label, count as numpy arrays."""

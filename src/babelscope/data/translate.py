@@ -312,8 +312,11 @@ class TranslateJob(Settings):
 
 
 def translated_record(record: dict, index: int, translation: str, src: str, tgt: str) -> dict:
-    """Every input field, `text` replaced by the translation; source text, language and index kept."""
+    """Every input field, `text` replaced by the translation; source text, language and index kept (character
+    `spans` point into the source, so they move to `source_spans`)."""
     out = dict(record)
+    if "spans" in out:
+        out["source_spans"] = out.pop("spans")
     out["source_text"] = record["text"]
     out["source_lang"] = record.get("lang", iso_code(src))
     out["text"] = translation

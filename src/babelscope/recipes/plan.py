@@ -258,9 +258,11 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
         tokens = s.get("tokens", 10_000_000) + s.get("val_tokens", 100_000)
         lm = 2 * shape.get("params", 0) * tokens
         n_lr = len(s.get("lrs", [1e-3]))
-        flops = sae_flops(d_in, d_sae, arch, k) * s.get("tokens", 10_000_000) * n_lr
+        seeds = 1 if s.get("stability_seed") is None else 2  # a stability seed trains a second SAE per rate
+        flops = sae_flops(d_in, d_sae, arch, k) * s.get("tokens", 10_000_000) * n_lr * seeds
         return (Estimate(sae={"d_in": d_in, "d_sae": d_sae, "arch": arch, "k": k}, model=shape),
-                Cost(tokens=tokens, flops=lm + flops, work="sae", note=f"{arch} {d_in}x{d_sae}, {n_lr} lr"))
+                Cost(tokens=tokens, flops=lm + flops, work="sae",
+                     note=f"{arch} {d_in}x{d_sae}, {n_lr} lr" + (", 2 seeds" if seeds == 2 else "")))
     if kind == "features":
         shape = _model_of(s.get("model"), est) or {}
         sae = (est.get(s.get("sae")) or Estimate()).sae or {}

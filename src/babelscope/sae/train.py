@@ -8,6 +8,11 @@ for the price of one pass). The rate with the lowest validation MSE wins; traini
 
 Resume: `checkpoint.pt` (atomic) holds every SAE, optimizer, the step, the dead-latent clocks, the buffer's
 contents and RNG and the source position, so a killed run continues to the same result.
+
+Has it learned (`sae.convergence`)? training.json records, per learning rate, the cosine of every decoder row
+with its initial value (recomputed from the seed). With `stability_seed`, a second SAE per learning rate starts
+from that seed and trains on the very same batches; it is saved under OUT/seed-N, and training.json records
+how well the two match (mean max cosine, one-to-one matching) beside the same numbers for two untrained inits.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ class TrainConfig(Settings):
     dead_window: int | None = opt(None, "tokens without firing that make a latent dead (default min(10M, "
                                         "tokens/10))", gt=0)
     seed: int = opt(0, "seed of the initialisation and the shuffling", **SEED)
+    stability_seed: int | None = opt(None, "also train an SAE from this init seed on the same batches (OUT/seed-N); "
+                                           "training.json then records how well the two seeds' features match")
     checkpoint_every: int | None = opt(None, "steps between checkpoints (default: a twentieth of the run)", gt=0)
     log_every: int = opt(100, "steps between logged losses", gt=0)
     text_field: str = opt("text", "the record field holding the text")
@@ -97,6 +104,8 @@ class TrainConfig(Settings):
         if self.tokens < self.batch_size:
             raise UserError(f"--tokens ({self.tokens}) is smaller than one batch ({self.batch_size})")
         parse_positions(self.positions)
+        if self.stability_seed is not None and self.stability_seed == self.seed:
+            raise UserError(f"--stability-seed must differ from --seed ({self.seed})")
 
     @property
     def steps(self) -> int:
@@ -128,10 +137,11 @@ class SAETrainSettings(TrainConfig):
 @dataclass
 class TrainResult:
     sae: SAE  # the SAE of the learning rate with the lowest validation MSE
-    metrics: dict[str, Any]  # its validation metrics
+    metrics: dict[str, Any]  # its validation metrics (with its decoder movement and, if trained, stability)
     grid: list[dict[str, Any]]  # one entry per learning rate: lr and its metrics
     out_dir: Path | None = None
     saes: list[SAE] = field(default_factory=list)  # every SAE of the grid, in the order of cfg.lrs
+    companion: SAE | None = None  # the best learning rate's SAE from `stability_seed`, if any
 
 
 # ---- pure pieces -------------------------------------------------------------------------------------
@@ -197,10 +207,41 @@ def relu_l1(tcfg: TrainConfig, d_in: int) -> float:
     return 2.0 / math.sqrt(d_in) if tcfg.normalize == "l2" else 2.0
 
 
-def make_trainer(cfg: SAEConfig, tcfg: TrainConfig, device: str | torch.device) -> TrainableSAE:
+def make_trainer(cfg: SAEConfig, tcfg: TrainConfig, device: str | torch.device,
+                 seed: int | None = None) -> TrainableSAE:
+    """A trainer initialised from `seed` (default: the run's seed)."""
+    seed = tcfg.seed if seed is None else seed
     if cfg.arch == "topk":
-        return TopKTrainer(cfg, device=device, seed=tcfg.seed)
-    return ReLUTrainer(cfg, l1=relu_l1(tcfg, cfg.d_in), device=device, seed=tcfg.seed)
+        return TopKTrainer(cfg, device=device, seed=seed)
+    return ReLUTrainer(cfg, l1=relu_l1(tcfg, cfg.d_in), device=device, seed=seed)
+
+
+def _seeded(cfg: SAEConfig, seed: int) -> SAEConfig:
+    """`cfg` recording `seed` as the init seed (cfg.extra["seed"], which `sae eval` reads back)."""
+    return replace(cfg, extra={**cfg.extra, "seed": seed})
+
+
+def learning_report(saes: Sequence[SAE], seeds: Sequence[int], companions: Sequence[SAE] = (),
+                    companion_seed: int | None = None) -> list[dict[str, Any]]:
+    """Per SAE of the grid: its decoder movement from its init and, when companions (same learning rates,
+    another seed) were trained, the two seeds' stability and that of two untrained inits."""
+    from babelscope.sae.convergence import decoder_movement, init_stability, initial_decoder, stability
+
+    out = []
+    control = None
+    for i, (sae, seed) in enumerate(zip(saes, seeds, strict=True)):
+        init = initial_decoder(sae.cfg.d_sae, sae.cfg.d_in, seed)
+        entry: dict[str, Any] = {"decoder": {"seed": seed, **decoder_movement(sae.W_dec, init)}}
+        if companions:
+            if control is None:
+                control = init_stability(sae.cfg.d_sae, sae.cfg.d_in, (seed, int(companion_seed)))
+            other = companions[i]
+            init_b = initial_decoder(sae.cfg.d_sae, sae.cfg.d_in, int(companion_seed))
+            entry["stability"] = {"seeds": [seed, companion_seed], **stability(sae.W_dec, other.W_dec),
+                                  "companion_decoder": decoder_movement(other.W_dec, init_b),
+                                  "init_control": control}
+        out.append(entry)
+    return out
 
 
 def _fingerprint(tcfg: TrainConfig, sae_cfg: SAEConfig) -> dict[str, Any]:
@@ -234,11 +275,14 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     buffer = ShuffleBuffer(train_source, sae_cfg.d_in, size=tcfg.buffer_size, batch_size=local_batch,
                            seed=tcfg.seed * 31 + rank, device=device)
 
-    trainers = [make_trainer(replace(sae_cfg), tcfg, device) for _ in lrs]
-    opts = [make_optimizer(t, lr, tcfg) for t, lr in zip(trainers, lrs, strict=True)]
-    since = [torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device) for _ in lrs]
+    # every (learning rate, seed) pair trains on the same batches; the companions (stability seed) come last
+    seeds = [tcfg.seed] + ([tcfg.stability_seed] if tcfg.stability_seed is not None else [])
+    runs = [(lr, seed) for seed in seeds for lr in lrs]
+    trainers = [make_trainer(_seeded(sae_cfg, seed), tcfg, device, seed) for _, seed in runs]
+    opts = [make_optimizer(t, lr, tcfg) for t, (lr, _) in zip(trainers, runs, strict=True)]
+    since = [torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device) for _ in runs]
     step, history, t_train = 0, [], 0.0
-    mse_acc = torch.zeros(len(lrs), device=device)  # summed MSE since the last logged step
+    mse_acc = torch.zeros(len(runs), device=device)  # summed MSE since the last logged step
     fp = {**_fingerprint(tcfg, sae_cfg), "source": describe or {}}
     ckpt = out / CHECKPOINT if out is not None else None
 
@@ -259,8 +303,8 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
             o.load_state_dict(ts["opt"])
             s.copy_(ts["since"])
         sae_cfg = SAEConfig.from_dict(state["sae_cfg"])
-        for t in trainers:
-            t.cfg = replace(sae_cfg)
+        for t, (_, seed) in zip(trainers, runs, strict=True):
+            t.cfg = _seeded(sae_cfg, seed)
         buffer.load_state_dict(state["buffers"][rank])
         step, history, t_train = state["step"], state["history"], state["t_train"]
         mse_acc.copy_(state["mse_acc"])
@@ -273,8 +317,8 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
             scale = torch.tensor([scale_for(val if len(val) else first)], device=device)
             broadcast_([scale], world)
             sae_cfg = replace(sae_cfg, scale=float(scale))
-            for t in trainers:
-                t.cfg = replace(sae_cfg)
+            for t, (_, seed) in zip(trainers, runs, strict=True):
+                t.cfg = _seeded(sae_cfg, seed)
         u0 = normalize_batch(first, sae_cfg.normalize, sae_cfg.scale)
         for t in trainers:
             t.init_b_dec(u0)
@@ -300,7 +344,7 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
 
     tracker = Tracker(out, tcfg.report_to, step) if out is not None and rank == 0 else Tracker("", [])
     bar = progress(total=steps * tcfg.batch_size, initial=step * tcfg.batch_size,
-                   desc=f"sae {sae_cfg.arch} x{len(lrs)} lr", unit="act", unit_scale=True)
+                   desc=f"sae {sae_cfg.arch} x{len(runs)}", unit="act", unit_scale=True)
     while step < steps:
         x = buffer.next_batch()
         have = torch.tensor([0.0 if x is None else 1.0])
@@ -313,15 +357,15 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         t0 = time.perf_counter()
         u = normalize_batch(x, sae_cfg.normalize, sae_cfg.scale)
         for i, (tr, optim) in enumerate(zip(trainers, opts, strict=True)):
-            st = sae_step(tr, optim, u, since[i], lr=lr_at(step, lrs[i], warmup), window=window if tcfg.auxk else None,
-                          tokens=tcfg.batch_size, world=world)
+            st = sae_step(tr, optim, u, since[i], lr=lr_at(step, runs[i][0], warmup),
+                          window=window if tcfg.auxk else None, tokens=tcfg.batch_size, world=world)
             mse_acc[i] += st["mse"]
         t_train += time.perf_counter() - t0
         step += 1
         bar.update(tcfg.batch_size)
         if step % tcfg.log_every == 0 or step == steps:
             n = (step - 1) % tcfg.log_every + 1
-            mses = (mse_acc / n).tolist()
+            mses = (mse_acc / n).tolist()[:len(lrs)]  # the companions' losses are not logged
             mse_acc.zero_()
             history.append({"step": step, "mse": mses})
             tracker.log(step, {_tag("train/mse", lr, lrs): m for lr, m in zip(lrs, mses, strict=True)})
@@ -332,19 +376,12 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
             save_checkpoint()
     bar.close()
 
-    saes = [t.to_sae() for t in trainers]
-    grid = []
-    for lr, sae, s in zip(lrs, saes, since, strict=True):
-        stats = validation_stats(sae, val) if len(val) else None
-        if stats is not None:
-            all_reduce_(list(stats.values()), world, average=False)
-        from babelscope.sae.metrics import summarize
-
-        m = summarize(stats) if stats is not None else {}
-        m["dead_train_fraction"] = float((s >= window).float().mean())
-        m["steps"] = step
-        m["train_tokens"] = step * tcfg.batch_size
-        grid.append({"lr": lr, **m})
+    all_saes = [t.to_sae() for t in trainers]
+    all_metrics = [_validate(sae, val, s, window, world) | {"steps": step, "train_tokens": step * tcfg.batch_size}
+                   for sae, s in zip(all_saes, since, strict=True)]
+    saes, companions = all_saes[:len(lrs)], all_saes[len(lrs):]
+    learned = learning_report(saes, [tcfg.seed] * len(lrs), companions, tcfg.stability_seed)
+    grid = [{"lr": lr, **m, **extra} for lr, m, extra in zip(lrs, all_metrics[:len(lrs)], learned, strict=True)]
     for g in grid:
         tracker.log(step, {_tag(f"eval/{k}", g["lr"], lrs): g.get(k) for k in ("mse", "fve", "l0", "dead_fraction")})
     tracker.close()
@@ -369,6 +406,12 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         if len(lrs) > 1:
             for lr, sae, m in zip(lrs, saes, grid, strict=True):
                 save_sae(sae, out / "lr_grid" / f"lr-{lr:g}", {**training, "metrics": m, "lr": lr})
+        if companions:
+            own = {"lr": lrs[best], **all_metrics[len(lrs) + best],
+                   **learning_report([companions[best]], [int(tcfg.stability_seed)])[0]}
+            save_sae(companions[best], out / f"seed-{tcfg.stability_seed}",
+                     {**training, "metrics": own, "learned": not learning_problems(own),
+                      "warnings": learning_problems(own), "companion_of": str(out)})
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
     if rank == 0:
@@ -377,7 +420,19 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
         for problem in problems:
             warn(f"the SAE{f' in {out}' if out is not None else ''} probably learned nothing useful: {problem} "
                  "(training.json records this as learned: false)")
-    return TrainResult(saes[best], grid[best], grid, out, saes)
+    return TrainResult(saes[best], grid[best], grid, out, saes, companions[best] if companions else None)
+
+
+def _validate(sae: SAE, val: torch.Tensor, since: torch.Tensor, window: int, world: int) -> dict[str, Any]:
+    """Validation metrics of one trained SAE (all ranks' rows under DDP) and its dead share in training."""
+    from babelscope.sae.metrics import summarize
+
+    stats = validation_stats(sae, val) if len(val) else None
+    if stats is not None:
+        all_reduce_(list(stats.values()), world, average=False)
+    m = summarize(stats) if stats is not None else {}
+    m["dead_train_fraction"] = float((since >= window).float().mean())
+    return m
 
 
 def _tag(name: str, lr: float, lrs: Sequence[float]) -> str:
@@ -387,8 +442,11 @@ def _tag(name: str, lr: float, lrs: Sequence[float]) -> str:
 
 def learning_problems(metrics: dict[str, Any]) -> list[str]:
     """Why an SAE with these validation metrics probably did not learn (empty when nothing is wrong): it
-    explains no variance (FVE <= 0) or ran fewer than MIN_STEPS steps."""
-    problems = []
+    explains no variance (FVE <= 0), ran fewer than MIN_STEPS steps, its decoder rows stayed near their random
+    init, or two seeds matched no better than two untrained inits (`sae.convergence.LEARNED`)."""
+    from babelscope.sae.convergence import movement_problems
+
+    problems = movement_problems(metrics)
     fve = metrics.get("fve")
     if fve is not None and not fve > 0:
         problems.append(f"its fraction of variance explained is {fve:.3g} (<= 0: worse than predicting the mean)")
@@ -406,7 +464,9 @@ def _finished(out: Path, fp: dict[str, Any], n_lrs: int) -> TrainResult | None:
         return None
     best = load_sae(out)
     saes = [load_sae(out / "lr_grid" / f"lr-{g['lr']:g}") for g in info["lr_grid"]] if n_lrs > 1 else [best]
-    return TrainResult(best, info["metrics"], info["lr_grid"], out, saes)
+    seed = info.get("train", {}).get("stability_seed")
+    companion = load_sae(out / f"seed-{seed}") if seed is not None and (out / f"seed-{seed}").is_dir() else None
+    return TrainResult(best, info["metrics"], info["lr_grid"], out, saes, companion)
 
 
 def _record_source(data: Sequence[str | Path] | Iterable[dict] | Callable[[], Iterable[dict]],

@@ -2,7 +2,10 @@
 translation marks (English names in Arabic script, English dialogue-tag order) labelled in every record.
 
 `generate_stories(n, langs=("en", "ar"), style="translated", seed=0)` yields one record per story and language:
-{id, lang, style, text, names, name_origin, dialogue_order, quotes, features, words}.
+{id, lang, style, text, names, name_origin, dialogue_order, quotes, features, words, spans}.
+`spans` is the ground truth in characters of `text`, [start, end) each, in text order:
+{"names": [[start, end, origin], ...], "quotes": [[start, end], ...] (inside the quotation marks),
+"tags": [[start, end, "after" | "before"], ...] (speech verb and speaker, one per quote, in quote order)}.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 A plan is a list of pieces (sentences and quotes) drawn from the templates; it never depends on the languages,
 style or output order asked for, so the English record of story i is the same in every run and story i is the
 same in a run of 100 stories and of 1000.
+
+Ground truth by construction: rendering wraps every name, quote and dialogue tag in private-use marker
+characters (never in a template or a name); `render` strips them and records where each one was, as the
+record's character `spans` (see `render`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ _BY_GENDER = {(origin, g): [n for n in names if n.gender == g]
               for origin, names in (("english", ENGLISH_NAMES), ("arabic", ARABIC_NAMES)) for g in "mf"}
 _NOUNS_BY_KIND = {k: [n for n in NOUNS if n.kind == k] for k in "tfaps"}
 _BODY = set(T.ENCOUNTERS) | set(T.FALLBACKS) | set(T.MIDDLES)
+
+# Markers around what `render` reports as spans: a name, a quote's inner text, a tag after / before its quote.
+_NAME, _QUOTE, _TAG_AFTER, _TAG_BEFORE = ("\ue000", "\ue001"), ("\ue002", "\ue003"), ("\ue004", "\ue005"), \
+    ("\ue006", "\ue007")
+_MARKS = re.compile("[\ue000-\ue007]")
+
+
+def _wrap(text: str, mark: tuple[str, str]) -> str:
+    return mark[0] + text + mark[1]
 
 
 @cache
@@ -276,7 +289,7 @@ def _slots(story: Story, lang: str, style: str) -> dict[str, str]:
     noun, verb, adj = story.noun, story.verb, story.adjective
     adj_gender = _adjective_gender(story)
     with_adj = story.target == "noun"
-    s = {"hero": names[0], "friend": names[1] if len(names) > 1 else ""}
+    s = {"hero": _wrap(names[0], _NAME), "friend": _wrap(names[1], _NAME) if len(names) > 1 else ""}
     if lang == "en":
         s.update(
             his_friend=("his" if g["H"] == "m" else "her") + " friend",
@@ -360,14 +373,15 @@ def _render_piece(story: Story, piece: Piece, lang: str, style: str, slots: dict
     en_verb, ar_m, ar_f = T.SPEECH[q.speech][piece.speech]
     who = _who(story, piece.speaker, lang, slots)
     if lang == "en":
-        if piece.before:
-            return f'{who[0].upper()}{who[1:]} {en_verb}, "{text}"'
+        if piece.before:  # a name is capitalised already; behind its marker only "the cat" needs it
+            return f'{_wrap(f"{who[0].upper()}{who[1:]} {en_verb}", _TAG_BEFORE)}, "{_wrap(text, _QUOTE)}"'
         text = text[:-1] + "," if text.endswith(".") else text
-        return f'"{text}" {en_verb} {who}.' if piece.inverted else f'"{text}" {who} {en_verb}.'
+        tag = f"{en_verb} {who}" if piece.inverted else f"{who} {en_verb}"
+        return f'"{_wrap(text, _QUOTE)}" {_wrap(tag, _TAG_AFTER)}.'
     verb = ar_m if genders[_ROLES.index("S")] == "m" else ar_f
     if _arabic_before(piece, style):
-        return f"{verb} {who}: «{text}»"
-    return f"«{text.removesuffix('.')}»، {verb} {who}."
+        return f"{_wrap(f'{verb} {who}', _TAG_BEFORE)}: «{_wrap(text, _QUOTE)}»"
+    return f"«{_wrap(text.removesuffix('.'), _QUOTE)}»، {_wrap(f'{verb} {who}', _TAG_AFTER)}."
 
 
 def _arabic_before(piece: Piece, style: str) -> bool:
@@ -383,15 +397,14 @@ def render(story: Story, lang: str, style: str) -> dict:
         slots = _slots(story, lang, style)
         sentences = [_render_piece(story, piece, lang, style, slots) for piece in story.pieces]
     paras: dict[int, list[str]] = {}
-    quotes, order = [], []
+    order = []
     for piece, sentence in zip(story.pieces, sentences, strict=True):
         paras.setdefault(piece.para, []).append(sentence)
         if piece.quote is not None:
-            quotes.append(sentence[sentence.index('"' if lang == "en" else "«") + 1:
-                                   sentence.rindex('"' if lang == "en" else "»")])
             before = piece.before if lang == "en" else _arabic_before(piece, style)
             order.append("before" if before else "after")
     origin, names = _names(story, lang, style)
+    text, spans = strip_marks("\n\n".join(" ".join(p) for _, p in sorted(paras.items())), origin)
     adj = story.adjective
     if lang == "en":
         words = {"verb": story.verb.en, "noun": story.noun.en, "adjective": adj.en}
@@ -401,14 +414,39 @@ def render(story: Story, lang: str, style: str) -> dict:
         "id": story_id(story.seed, story.index),
         "lang": lang,
         "style": style,
-        "text": "\n\n".join(" ".join(p) for _, p in sorted(paras.items())),
+        "text": text,
         "names": names,
         "name_origin": origin,
         "dialogue_order": order,
-        "quotes": quotes,
+        "quotes": [text[a:b] for a, b in spans["quotes"]],
         "features": list(story.features),
         "words": words,
+        "spans": spans,
     }
+
+
+def strip_marks(marked: str, origin: str) -> tuple[str, dict[str, list[list]]]:
+    """The text without its markers, and the character spans [start, end) they enclosed: names with their
+    origin, quotes (the text inside the quotation marks) and dialogue tags (speech verb and speaker) with
+    their order relative to the quote; each list in order of the span starts."""
+    spans: dict[str, list[list]] = {"names": [], "quotes": [], "tags": []}
+    open_entry: dict[int, list] = {}  # a kind never nests in itself (a name may sit in a tag or a quote)
+    parts: list[str] = []
+    pos = at = 0
+    for m in _MARKS.finditer(marked):
+        parts.append(marked[pos:m.start()])
+        at += m.start() - pos
+        pos = m.end()
+        code = ord(m[0]) - 0xE000
+        if code % 2 == 1:
+            open_entry.pop(code - 1)[1] = at
+            continue
+        kind = ("names", "quotes", "tags", "tags")[code // 2]
+        label = {"names": [origin], "quotes": [], "tags": ["after" if code == 4 else "before"]}[kind]
+        open_entry[code] = [at, -1, *label]
+        spans[kind].append(open_entry[code])
+    parts.append(marked[pos:])
+    return "".join(parts), spans
 
 
 def story_id(seed: int | str, index: int) -> str:
