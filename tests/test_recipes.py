@@ -246,6 +246,17 @@ def test_report_claims_table_matches_the_summaries_and_escapes_text(tmp_path):
     for study, claims in (("A", a), ("B", b)):
         paths.append(tmp_path / f"{study}.json")
         paths[-1].write_text(json.dumps(_summary(study, claims)))
+    # Study A's SAE health: one SAE that learned, one that did not (its reason shown, escaped)
+    sae = {"fve": 0.81, "l0": 12.0, "dead_fraction": 0.01, "decoder": {"cos_to_init": {"median": 0.23}},
+           "stability": {"mmcs": 0.71, "init_mmcs": 0.2}, "learned": True, "warnings": []}
+    summary = json.loads(paths[0].read_text())
+    summary["models"] = {
+        "base": {"sae": sae, "ground_truth": {"concepts": {"name_english": {"selective": {"detectors": 31,
+                                                                                          "random": 4}}}}},
+        "cp": {"sae": {**sae, "decoder": {"cos_to_init": {"median": 0.97}}, "stability": None, "learned": False,
+                       "warnings": ["kept <init>"]}},
+        "other": {"sae": None}}
+    paths[0].write_text(json.dumps(summary))
     fig = tmp_path / "fig.png"
     fig.write_bytes(b"\x89PNG\r\n\x1a\n")
     page = write_report(ReportConfig(out=str(tmp_path / "report"), studies=[str(p) for p in paths],
@@ -269,6 +280,11 @@ def test_report_claims_table_matches_the_summaries_and_escapes_text(tmp_path):
     assert (tmp_path / "report" / "figures").is_dir() and 'src="figures/A-0-fig.png"' in html
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| A1 |" in md and "reproduced" in md
+    health = re.search(r'<table class="sae-health">(.*?)</table>', html, re.S)[1]
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", health, re.S)[1:]]
+    assert cells == [["base", "0.810", "12.0", "1.0%", "0.230", "0.710 vs 0.200", "yes", "31 (random 4)"],
+                     ["cp", "0.810", "12.0", "1.0%", "0.970", "-", "no: kept &lt;init&gt;", "-"]]
+    assert "| base | 0.810 | 12.0 | 1.0% | 0.230 | 0.710 vs 0.200 | yes | 31 (random 4) |" in md
 
 
 def test_verdicts_follow_the_interval():

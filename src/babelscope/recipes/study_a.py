@@ -79,12 +79,19 @@ def _tsea_counts(tsea_dir: str) -> dict[str, Any]:
             "threshold": meta.get("threshold"), "pair": meta.get("scatter_pair")}
 
 
-def _sae_health(sae_dir: str) -> dict[str, Any]:
-    from babelscope.sae.io import read_training
+def _learning(cfg: StudyAConfig) -> dict[str, dict[str, Any]]:
+    """Per model with an SAE: `sae.convergence.learning_summary` (FVE, L0, movement from init, seed stability,
+    learned or not and why)."""
+    from babelscope.sae.convergence import learning_summary
 
-    t = read_training(sae_dir)
-    m = t.get("metrics") or {}
-    return {k: m.get(k) for k in ("fve", "l0", "dead_fraction", "steps", "train_tokens")} | {"lr": t.get("best_lr")}
+    return {name: learning_summary(cfg.sae[name]) for name in (cfg.base, cfg.cp) if name in cfg.sae}
+
+
+def _not_learned(learning: dict[str, dict[str, Any]]) -> str:
+    """A note naming the SAEs that did not learn ("" when all did): their findings describe initialisations."""
+    bad = [f"{name}: {'; '.join(s['warnings'])}" for name, s in learning.items() if not s["learned"]]
+    return ("the SAE probably did not learn, so its features are near their random init and the verdict cannot "
+            "stand (" + " | ".join(bad) + ")") if bad else ""
 
 
 def summarize_study_a(cfg: StudyAConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -103,10 +110,12 @@ def summarize_study_a(cfg: StudyAConfig, log: Callable[[str], None] = print) -> 
               _share_claim(marks, cfg.base, cfg.cp, "tags_after", ("tags_after", "tags_before")),
               "negative", "share of dialogue tags after their quote, CP minus base"),
         _quality_claim(cfg, losses),
-        _tsea_claim(cfg),
     ]
+    learning = _learning(cfg)
+    truth = {name: _ground_truth(cfg, name) for name in (cfg.base, cfg.cp) if name in cfg.features}
+    claims += [_tsea_claim(cfg, learning, truth), _detector_claim(cfg, learning, truth)]
     models = {name: {"losses": losses.get("losses", {}).get(name), "marks": marks.get(name),
-                     "sae": _sae_health(cfg.sae[name]) if name in cfg.sae else None,
+                     "sae": learning.get(name), "ground_truth": truth.get(name),
                      "tsea": _tsea_counts(cfg.tsea[name]) if name in cfg.tsea else None}
               for name in (cfg.base, cfg.cp)}
     summary = {"study": "A", "title": "Translated data, continual pre-training and dictionary learning (Boughorbel "
@@ -150,9 +159,12 @@ def _quality_claim(cfg: StudyAConfig, losses: dict) -> dict[str, Any]:
     return claim("A3", text, paper_text, None, "positive", "neither a judge nor held-out losses were computed")
 
 
-def _tsea_claim(cfg: StudyAConfig) -> dict[str, Any]:
+def _tsea_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
+                truth: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """English-name-biased features (TSEA against null directions), base vs CP: the calibrated counts of
-    `analysis.name_bias`, the difference of shares (base - CP) under the first null family as the number."""
+    `analysis.name_bias`, the difference of shares (base - CP) under the first null family as the number; the
+    base SAE's selection checked against storyworld's English-name detectors; inconclusive when an SAE did not
+    learn."""
     from babelscope.analysis.name_bias import name_bias_findings
 
     text = "English-name-biased SAE features (TSEA) largely disappear after continual pre-training"
@@ -169,10 +181,102 @@ def _tsea_claim(cfg: StudyAConfig) -> dict[str, Any]:
     ours = {"value": first["difference"], "low": lo, "high": hi, "family": family,
             "base": first["base_count"], "cp": first["cp_count"],
             "unit": f"share of features flagged English-biased against the {family} null, base - CP"}
-    row = claim("A4", text, paper, ours, "positive", "; ".join(r["line"] for r in comparison.values()))
+    notes = [r["line"] for r in comparison.values()]
+    agree = (truth.get(cfg.base) or {}).get("tsea_agreement")
+    if agree:
+        notes.append(_agreement_line(cfg.base, agree))
+    row = claim("A4", text, paper, ours, "positive", "; ".join(notes))
     row["verdict"] = FROM_FINDINGS.get(findings.get("verdict"), row["verdict"])
     row["findings"] = findings
+    return _gate(row, learning)
+
+
+def _gate(row: dict[str, Any], learning: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A claim read from SAE features is inconclusive when an SAE did not learn, whatever its counts say."""
+    why = _not_learned(learning)
+    if why and row["verdict"] != NOT_RUN:
+        row["verdict"], row["note"] = INCONCLUSIVE, f"{why}. {row['note']}"
     return row
+
+
+def _agreement_line(name: str, a: dict[str, Any]) -> str:
+    if not a["selected"]:
+        return (f"{name}: TSEA flags no English-biased feature to check against the {a['detectors']} "
+                "ground-truth English-name detectors")
+    p = "-" if a["p_value"] is None else f"{a['p_value']:.2g}"
+    recall = "-" if a["recall"] is None else f"{a['recall']:.2f}"
+    return (f"{name}: of the {a['selected']} English-biased features TSEA flags ({a['rule']}), {a['overlap']} are "
+            f"storyworld English-name detectors (precision {a['precision']:.2f} vs {a['chance_precision']:.2f} by "
+            f"chance, recall {recall}, hypergeometric p {p})")
+
+
+def tsea_selection(tsea_dir: str | Path, english: str = "english_names") -> tuple[list[int], str]:
+    """The features a TSEA output calls English-biased, and the rule: those its primary null family flags
+    (favours `english`, q below the level); when it flags none, the study's rule (gap beyond the threshold)."""
+    import pyarrow.parquet as pq
+
+    d = Path(tsea_dir)
+    meta = _read_json(str(d / "meta.json")) or {}
+    null = meta.get("null") or {}
+    if not (d / "calibrated.parquet").is_file() or not null:
+        return [], "no calibrated test"
+    t = pq.read_table(d / "calibrated.parquet").to_pydict()
+    rows = [i for i, fam in enumerate(t["family"]) if fam == null["primary"]]
+    flagged = [int(t["feature"][i]) for i in rows
+               if t["favours"][i] == english and t["q_value"][i] < null["level"]]
+    if flagged:
+        return flagged, f"q < {null['level']:g} against the {null['primary']} null"
+    sign = 1.0 if (meta.get("scatter_pair") or [None, english])[1] == english else -1.0
+    gap_beyond = [int(t["feature"][i]) for i in rows if sign * t["gap"][i] > meta["threshold"]]
+    return gap_beyond, f"gap > {meta['threshold']:g} from the diagonal"
+
+
+def _ground_truth(cfg: StudyAConfig, name: str) -> dict[str, Any] | None:
+    """storyworld's referee for one model's SAE (`analysis.groundtruth`): per planted concept, how many features
+    detect it beside the random-direction and shuffled-label controls, and how TSEA's English-biased selection
+    agrees with the English-name detectors; None when the feature store has no detector table."""
+    from babelscope.analysis.groundtruth import selection_agreement, store_detectors
+
+    counts = store_detectors(cfg.features[name])
+    if counts is None:
+        return None
+    concepts = {c: {"n_pos": e["n_pos"], **{d: {k: v for k, v in e[d].items() if k != "features"}
+                                             for d in counts["definitions"]},
+                    "best_auroc": e["best_auroc"]} for c, e in counts["concepts"].items()}
+    out: dict[str, Any] = {"n_features": counts["n_features"], "concepts": concepts}
+    if name in cfg.tsea:
+        selected, rule = tsea_selection(cfg.tsea[name])
+        agree = selection_agreement(cfg.features[name], selected)
+        if agree is not None:
+            out["tsea_agreement"] = {**agree, "rule": rule}
+    return out
+
+
+def _detector_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
+                    truth: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The same claim judged by storyworld's ground truth rather than logit weights: the share of features that
+    detect English-origin name tokens (selective: >= 80% of their strong activations on such tokens), base - CP,
+    with Newcombe's interval; not reproduced when the base model's detectors do not outnumber random directions
+    as sparse as its features."""
+    text = "... judged by storyworld's ground truth: fewer features detect English-origin names after CP"
+    paper = "not measured (the paper has no ground truth)"
+    b, c = truth.get(cfg.base), truth.get(cfg.cp)
+    concept = "name_english"
+    if not b or not c or concept not in b["concepts"] or concept not in c["concepts"]:
+        return claim("A5", text, paper, None, "positive", "the feature stores have no storyworld spans")
+    kb, kc = b["concepts"][concept]["selective"], c["concepts"][concept]["selective"]
+    d, lo, hi = diff_proportions(kb["detectors"], b["n_features"], kc["detectors"], c["n_features"])
+    ours = {"value": d, "low": lo, "high": hi, "base": kb["detectors"], "cp": kc["detectors"],
+            "base_random": kb.get("random"), "cp_random": kc.get("random"),
+            "unit": "share of features detecting English-origin names, base - CP"}
+    note = (f"English-name detectors: {cfg.base} {kb['detectors']} (random directions {kb.get('random', '-')}, "
+            f"shuffled labels {kb.get('shuffled', '-')}), {cfg.cp} {kc['detectors']} (random {kc.get('random', '-')})"
+            f" of {b['n_features']} features")
+    row = claim("A5", text, paper, ours, "positive", note)
+    if kb.get("random") is not None and kb["detectors"] <= kb["random"]:
+        row["verdict"] = NOT_REPRODUCED
+        row["note"] += f"; {cfg.base}'s detectors do not outnumber random directions"
+    return _gate(row, learning)
 
 
 FROM_FINDINGS = {"supported": REPRODUCED, "not supported": NOT_REPRODUCED, "inconclusive at this scale": INCONCLUSIVE}

@@ -45,6 +45,35 @@ def claim_cells(c: dict[str, Any]) -> dict[str, Any]:
             "verdict_class": VERDICT_CLASS.get(c["verdict"], ""), "unit": ours.get("unit", "")}
 
 
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def sae_rows(models: dict[str, Any]) -> list[dict[str, str]]:
+    """Per model with an SAE, whether its features can be trusted: validation FVE, L0, dead share, the median
+    cosine of its decoder rows with their random init, two seeds' match beside two untrained inits', the
+    verdict on learning and storyworld's English-name detectors beside random directions'."""
+    rows = []
+    for name, m in models.items():
+        sae = (m or {}).get("sae")
+        if not sae:
+            continue
+        dec, st = sae.get("decoder") or {}, sae.get("stability") or {}
+        gt = (((m.get("ground_truth") or {}).get("concepts") or {}).get("name_english") or {}).get("selective")
+        rows.append({
+            "model": name, "fve": _fmt(sae.get("fve"), ".3f"), "l0": _fmt(sae.get("l0"), ".1f"),
+            "dead": _fmt(sae.get("dead_fraction"), ".1%"),
+            "cos_init": _fmt((dec.get("cos_to_init") or {}).get("median"), ".3f"),
+            "seeds": f"{st['mmcs']:.3f} vs {st['init_mmcs']:.3f}" if st else "-",
+            "learned": "yes" if sae.get("learned") else "no: " + "; ".join(sae.get("warnings", [])),
+            "detectors": f"{gt['detectors']} (random {gt.get('random', '-')})" if gt else "-"})
+    return rows
+
+
+SAE_COLUMNS = {"model": "model", "fve": "FVE", "l0": "L0", "dead": "dead", "cos_init": "median cos to init",
+               "seeds": "seeds' match (init's)", "learned": "learned", "detectors": "English-name detectors"}
+
+
 def _href(target: str | Path, page_dir: Path) -> str:
     return os.path.relpath(Path(target).resolve(), page_dir.resolve())
 
@@ -73,7 +102,7 @@ def write_report(cfg: ReportConfig, root: Path | None = None) -> Path:
         if key == "A" and cfg.samples and Path(cfg.samples).is_file():
             samples = json.loads(Path(cfg.samples).read_text(encoding="utf-8")).get("samples", {})
         studies.append({**s, "claims": [claim_cells(c) for c in s.get("claims", [])], "figures": figures,
-                        "links": links, "samples": samples})
+                        "links": links, "samples": samples, "sae_rows": sae_rows(s.get("models") or {})})
     stages = []
     if root is not None:
         for d in sorted(p for p in root.iterdir() if (p / "stage.json").is_file()):
@@ -82,7 +111,8 @@ def write_report(cfg: ReportConfig, root: Path | None = None) -> Path:
             stages.append({"name": d.name, "kind": st.get("kind"), "seconds": f"{secs:.0f}", "dir": d.name,
                            "href": _href(d, out)})
     title = root.name if root is not None else out.parent.name
-    html = _env().get_template("report.html.j2").render(title=title, recipe=title, studies=studies, stages=stages)
+    html = _env().get_template("report.html.j2").render(title=title, recipe=title, studies=studies, stages=stages,
+                                                        sae_columns=SAE_COLUMNS)
     write_text_atomic(out / "index.html", html)
     write_text_atomic(out / "report.md", report_markdown(studies, title))
     return out / "index.html"
@@ -100,6 +130,11 @@ def report_markdown(studies: list[dict[str, Any]], title: str) -> str:
         notes = [f"- {c['id']}: {c['note']}" + (f" ({c['unit']})" if c["unit"] else "")
                  for c in s["claims"] if c.get("note") or c.get("unit")]
         lines += ["", *notes, ""]
+        if s.get("sae_rows"):
+            lines += ["Can the SAEs be trusted?", "", "| " + " | ".join(SAE_COLUMNS.values()) + " |",
+                      "|" + "---|" * len(SAE_COLUMNS)]
+            lines += ["| " + " | ".join(r[k].replace("|", "\\|") for k in SAE_COLUMNS) + " |" for r in s["sae_rows"]]
+            lines.append("")
         for f in s.get("figures", []):
             lines.append(f"![{f['caption']}]({f['src']})")
         lines.append("")

@@ -1,0 +1,68 @@
+"""Study A's summary: TSEA's selection read back, the ground-truth claim and the not-learned gate, on hand-made
+tables whose verdicts are known."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from babelscope.recipes.study_a import StudyAConfig, _detector_claim, _gate, claim, tsea_selection
+
+
+def _tsea_dir(d, q, gap, *, pair=("arabic_names", "english_names"), threshold=2.0):
+    """A TSEA output in `d` with a calibrated table for the `untrained` null: one row per feature."""
+    d.mkdir()
+    n = len(q)
+    favours = ["english_names" if g > 0 else "arabic_names" for g in gap]
+    pq.write_table(pa.table({"feature": pa.array(range(n), pa.int32()), "family": ["untrained"] * n,
+                             "gap": gap, "q_value": q, "favours": favours}), d / "calibrated.parquet")
+    (d / "meta.json").write_text(json.dumps({"scatter_pair": list(pair), "threshold": threshold,
+                                             "null": {"primary": "untrained", "level": 0.05}}))
+    return d
+
+
+def test_tsea_selection_prefers_the_calibrated_test_and_falls_back_to_the_threshold(tmp_path):
+    # features 1 and 3 favour English at q < 0.05; feature 2 favours Arabic at q < 0.05 (not English-biased)
+    d = _tsea_dir(tmp_path / "a", q=[0.5, 0.01, 0.01, 0.04], gap=[3.0, 1.0, -1.0, 0.5])
+    ids, rule = tsea_selection(d)
+    assert ids == [1, 3] and rule == "q < 0.05 against the untrained null"
+    # nothing flagged: the study's rule, gap beyond the threshold on the English side
+    ids, rule = tsea_selection(_tsea_dir(tmp_path / "b", q=[0.5, 0.5, 0.5], gap=[3.0, -3.0, 1.9]))
+    assert ids == [0] and rule.startswith("gap > 2")
+    # the pair the other way round: English is x, so an English-biased gap is negative
+    ids, _ = tsea_selection(_tsea_dir(tmp_path / "c", q=[0.5, 0.5], gap=[3.0, -3.0],
+                                      pair=("english_names", "arabic_names")))
+    assert ids == [1]
+
+
+def _truth(detectors, random, n=1000):
+    return {"n_features": n, "concepts": {"name_english": {"n_pos": 500, "selective": {
+        "detectors": detectors, "random": random, "shuffled": 0}}}}
+
+
+def test_detector_claim_verdicts():
+    cfg = StudyAConfig(out="x")
+    learned = {"base": {"learned": True, "warnings": []}, "cp": {"learned": True, "warnings": []}}
+    # 60 vs 5 of 1000 with 3 random-direction detectors: the difference is clear -> reproduced
+    row = _detector_claim(cfg, learned, {"base": _truth(60, 3), "cp": _truth(5, 2)})
+    assert row["id"] == "A5" and row["verdict"] == "reproduced"
+    assert row["ours"]["base"] == 60 and row["ours"]["low"] > 0
+    # the base model's detectors do not beat random directions: the premise fails -> not reproduced
+    row = _detector_claim(cfg, learned, {"base": _truth(60, 80), "cp": _truth(5, 2)})
+    assert row["verdict"] == "not reproduced" and "do not outnumber random" in row["note"]
+    # 6 vs 5: indistinguishable -> inconclusive
+    assert _detector_claim(cfg, learned, {"base": _truth(6, 0), "cp": _truth(5, 0)})["verdict"] == \
+        "inconclusive at this scale"
+    # no spans in the stores -> not run
+    assert _detector_claim(cfg, learned, {"base": None, "cp": None})["verdict"] == "not run"
+    # an SAE that did not learn makes any verdict inconclusive, and the note says which and why
+    bad = {**learned, "cp": {"learned": False, "warnings": ["its decoder rows kept a median cosine of 0.97"]}}
+    row = _detector_claim(cfg, bad, {"base": _truth(60, 3), "cp": _truth(5, 2)})
+    assert row["verdict"] == "inconclusive at this scale" and "cp: its decoder rows kept" in row["note"]
+
+
+def test_gate_leaves_claims_that_were_not_run_alone():
+    bad = {"base": {"learned": False, "warnings": ["too few steps"]}}
+    assert _gate(claim("A4", "t", "p", None, "positive"), bad)["verdict"] == "not run"
+    assert _gate(claim("A4", "t", "p", {"value": 1, "low": 0.5, "high": 2}, "positive"), {})["verdict"] == \
+        "reproduced"
