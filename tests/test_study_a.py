@@ -66,3 +66,18 @@ def test_gate_leaves_claims_that_were_not_run_alone():
     assert _gate(claim("A4", "t", "p", None, "positive"), bad)["verdict"] == "not run"
     assert _gate(claim("A4", "t", "p", {"value": 1, "low": 0.5, "high": 2}, "positive"), {})["verdict"] == \
         "reproduced"
+
+
+def test_claim_lines_print_each_sae_and_each_finding():
+    from babelscope.recipes.runner import claim_lines
+
+    sae = {"fve": 0.5, "l0": 3.0, "dead_fraction": 0.0, "decoder": {"cos_to_init": {"median": 0.95}},
+           "stability": None, "learned": False, "warnings": ["kept its init"]}
+    row = claim("A5", "detectors", "none", {"value": 0.05, "low": 0.01, "high": 0.09}, "positive",
+                "base 60 detectors; cp 5 detectors")
+    lines = claim_lines({"studies": {"A": {"study": "A", "title": "t", "claims": [row],
+                                           "models": {"base": {"sae": sae}}}}})
+    assert "  SAE base: FVE 0.500, L0 3.0, dead 0.0%, median cos to init 0.950, seeds' match (init's) -, learned " \
+           "no: kept its init, English-name detectors -" in lines
+    assert lines[-2:] == ["      base 60 detectors", "      cp 5 detectors"]
+    assert any(line.startswith("  A5 REPRODUCED") for line in lines)

@@ -253,16 +253,21 @@ def run_recipe(spec: str | Path, out: str | Path | None = None, overrides: tuple
 
 
 def claim_lines(summary: dict[str, Any]) -> list[str]:
-    """The studies' claims as printable lines: ours with its interval beside the paper's number, the verdict."""
-    from babelscope.report.report import claim_cells
+    """The studies' claims as printable lines: each SAE's health, then per claim ours with its interval beside
+    the paper's number, the verdict and the note's findings (one per line)."""
+    from babelscope.report.report import SAE_COLUMNS, claim_cells, sae_rows
 
     lines = []
     for study in summary.get("studies", {}).values():
         lines.append(f"\nStudy {study.get('study')}: {study.get('title', '')}")
+        for r in sae_rows(study.get("models") or {}):
+            lines.append(f"  SAE {r['model']}: " + ", ".join(f"{SAE_COLUMNS[k]} {r[k]}" for k in SAE_COLUMNS
+                                                           if k != "model"))
         for c in map(claim_cells, study.get("claims", [])):
             lines.append(f"  {c['id']} {c['verdict'].upper():<26} {c['claim']}")
             lines.append(f"      ours {c['ours_text']} {c['interval_text']} {c['unit']}".rstrip())
             lines.append(f"      paper: {c['paper']}")
+            lines += [f"      {part}" for part in (c.get("note") or "").split("; ") if part]
     return lines
 
 
