@@ -6,7 +6,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from babelscope.recipes.study_a import StudyAConfig, _detector_claim, _gate, claim, tsea_selection
+from babelscope.recipes.study_a import StudyAConfig, _detector_claim, claim, gate, tsea_selection
 
 
 def _tsea_dir(d, q, gap, *, pair=("arabic_names", "english_names"), threshold=2.0):
@@ -62,9 +62,8 @@ def test_detector_claim_verdicts():
 
 
 def test_gate_leaves_claims_that_were_not_run_alone():
-    bad = {"base": {"learned": False, "warnings": ["too few steps"]}}
-    assert _gate(claim("A4", "t", "p", None, "positive"), bad)["verdict"] == "not run"
-    assert _gate(claim("A4", "t", "p", {"value": 1, "low": 0.5, "high": 2}, "positive"), {})["verdict"] == \
+    assert gate(claim("A4", "t", "p", None, "positive"), "too few steps")["verdict"] == "not run"
+    assert gate(claim("A4", "t", "p", {"value": 1, "low": 0.5, "high": 2}, "positive"), "")["verdict"] == \
         "reproduced"
 
 
@@ -81,3 +80,20 @@ def test_claim_lines_print_each_sae_and_each_finding():
            "no: kept its init, English-name detectors -" in lines
     assert lines[-2:] == ["      base 60 detectors", "      cp 5 detectors"]
     assert any(line.startswith("  A5 REPRODUCED") for line in lines)
+
+
+def test_study_b_gates_each_claim_on_the_cells_it_reads(tmp_path):
+    from babelscope.recipes.study_b import _why, cell_problems
+
+    rows = []
+    for ckpt, layer, warnings in (("step-1", 0, ["kept its init"]), ("step-1", 1, []), ("final", 0, [])):
+        cell = tmp_path / "cells" / "run" / ckpt / f"layer-{layer}"
+        (cell / "sae").mkdir(parents=True)
+        rows.append({"run": "run", "checkpoint": ckpt, "layer": layer})
+        (cell / "summary.json").write_text(json.dumps(rows[-1]))
+        (cell / "sae" / "cfg.json").write_text("{}")
+        (cell / "sae" / "training.json").write_text(json.dumps({"warnings": warnings}))
+    problems = cell_problems(tmp_path)
+    assert problems == {("run", "step-1", 0): ["kept its init"], ("run", "step-1", 1): [], ("run", "final", 0): []}
+    assert "step-1 layer 0: kept its init" in _why(problems, rows[:2])
+    assert _why(problems, rows[1:]) == ""

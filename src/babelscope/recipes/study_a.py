@@ -87,9 +87,10 @@ def _learning(cfg: StudyAConfig) -> dict[str, dict[str, Any]]:
     return {name: learning_summary(cfg.sae[name]) for name in (cfg.base, cfg.cp) if name in cfg.sae}
 
 
-def _not_learned(learning: dict[str, dict[str, Any]]) -> str:
-    """A note naming the SAEs that did not learn ("" when all did): their findings describe initialisations."""
-    bad = [f"{name}: {'; '.join(s['warnings'])}" for name, s in learning.items() if not s["learned"]]
+def not_learned(problems: dict[str, list[str]]) -> str:
+    """A note naming the SAEs (name -> why it did not learn; empty: it did) that did not learn, "" when all did:
+    their features are near their random init, so a finding read from them describes an initialisation."""
+    bad = [f"{name}: {'; '.join(why)}" for name, why in problems.items() if why]
     return ("the SAE probably did not learn, so its features are near their random init and the verdict cannot "
             "stand (" + " | ".join(bad) + ")") if bad else ""
 
@@ -188,12 +189,12 @@ def _tsea_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
     row = claim("A4", text, paper, ours, "positive", "; ".join(notes))
     row["verdict"] = FROM_FINDINGS.get(findings.get("verdict"), row["verdict"])
     row["findings"] = findings
-    return _gate(row, learning)
+    return gate(row, not_learned({n: s["warnings"] for n, s in learning.items()}))
 
 
-def _gate(row: dict[str, Any], learning: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A claim read from SAE features is inconclusive when an SAE did not learn, whatever its counts say."""
-    why = _not_learned(learning)
+def gate(row: dict[str, Any], why: str) -> dict[str, Any]:
+    """A claim read from SAE features is inconclusive when an SAE did not learn (`why`, from `not_learned`),
+    whatever its counts say."""
     if why and row["verdict"] != NOT_RUN:
         row["verdict"], row["note"] = INCONCLUSIVE, f"{why}. {row['note']}"
     return row
@@ -276,7 +277,7 @@ def _detector_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
     if kb.get("random") is not None and kb["detectors"] <= kb["random"]:
         row["verdict"] = NOT_REPRODUCED
         row["note"] += f"; {cfg.base}'s detectors do not outnumber random directions"
-    return _gate(row, learning)
+    return gate(row, not_learned({n: s["warnings"] for n, s in learning.items()}))
 
 
 FROM_FINDINGS = {"supported": REPRODUCED, "not supported": NOT_REPRODUCED, "inconclusive at this scale": INCONCLUSIVE}

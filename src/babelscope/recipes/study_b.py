@@ -20,7 +20,7 @@ import numpy as np
 from babelscope.analysis.intervals import bootstrap_diff, diff_proportions
 from babelscope.errors import UserError
 from babelscope.intervene.inject import NONE
-from babelscope.recipes.study_a import claim
+from babelscope.recipes.study_a import claim, gate, not_learned
 from babelscope.settings import Settings, opt
 
 
@@ -60,6 +60,27 @@ def sweep_rows(sweep: str | Path) -> list[dict]:
     if not rows:
         raise UserError("the sweep has no finished cells", path=sweep)
     return rows
+
+
+def cell_problems(sweep: str | Path) -> dict[tuple[str, str, int], list[str]]:
+    """Per swept cell (run, checkpoint, layer): why its SAE probably did not learn (training.json's warnings;
+    empty when it learned)."""
+    from babelscope.sae.io import read_training
+
+    out = {}
+    for summary in (Path(sweep) / "cells").rglob("summary.json"):
+        cell = summary.parent
+        if (cell / "sae" / "cfg.json").is_file():
+            row = json.loads(summary.read_text(encoding="utf-8"))
+            out[(row["run"], row["checkpoint"], int(row["layer"]))] = read_training(cell / "sae").get("warnings", [])
+    return out
+
+
+def _why(problems: dict[tuple[str, str, int], list[str]], rows: list[dict]) -> str:
+    """`not_learned` over the cells of `rows`, naming each bad cell by checkpoint and layer."""
+    bad = {f"{r['checkpoint']} layer {r['layer']}": problems.get((r["run"], r["checkpoint"], int(r["layer"])), [])
+           for r in rows}
+    return not_learned(bad)
 
 
 def middle_layer(rows: list[dict]) -> int:
@@ -131,6 +152,7 @@ def summarize_study_b(cfg: StudyBConfig, log: Callable[[str], None] = print) -> 
     n_layers = int(mine[0]["n_layers"])
     layer = middle_layer(mine) if cfg.layer is None else cfg.layer
     traj = sorted((r for r in mine if r["layer"] == layer), key=lambda r: r["train_tokens"])
+    problems = cell_problems(sweep)
     claims = []
     first, last = traj[0], traj[-1]
     low = min(traj[1:-1] or traj[1:], key=lambda r: r["mixed_share"]) if len(traj) > 1 else first
@@ -148,12 +170,16 @@ def summarize_study_b(cfg: StudyBConfig, log: Callable[[str], None] = print) -> 
         {"value": d, "low": lo, "high": hi, "last": last["mixed_share"], "lowest": low["mixed_share"],
          "layer": layer, "unit": "mixed share, final minus the lowest checkpoint"}, "positive"))
     claims.append(_mono_claim(sweep, first, last, layer))
-    claims.append(_span_claim(sweep, mine))
-    claims.append(_inject_claim(cfg.inject))
+    claims = [gate(c, _why(problems, traj)) for c in claims]
+    final = max(r["train_tokens"] for r in mine)
+    claims.append(gate(_span_claim(sweep, mine), _why(problems, [r for r in mine if r["train_tokens"] == final])))
+    claims.append(gate(_inject_claim(cfg.inject), _why(problems, [last])))
+    learned = sum(not v for v in problems.values())
     summary = {"study": "B", "title": "How a bilingual LM becomes bilingual (Inaba et al.)", "claims": claims,
                "layer": layer, "n_layers": n_layers, "trajectory": [
                    {k: r.get(k) for k in ("checkpoint", "train_tokens", "mixed_share", "mixed_share_t080",
                                           "mixed_share_t095", "mean_r_mono", "mean_span", "n_alive")} for r in traj],
+               "saes": {"cells": len(problems), "learned": learned},
                "links": {"study": str(sweep / "index.html")}}
     write_json_atomic(Path(cfg.out) / "summary.json", summary)
     for c in claims:
