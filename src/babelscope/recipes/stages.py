@@ -125,31 +125,12 @@ def _judge(cfg, d: Path, ctx: Context) -> None:
 # ---- SAEs and features -----------------------------------------------------------------------------------------
 
 def _sae(cfg, d: Path, ctx: Context) -> None:
-    from babelscope.manifest import manifest
-    from babelscope.sae.train import TrainConfig, train_sae
-    from babelscope.settings import as_dict, narrow
+    from babelscope.sae.train import train_from_settings
 
-    tcfg = narrow(cfg, TrainConfig)
-    tcfg.extra = {"manifest": manifest("sae train", as_dict(cfg))}
-    hook = resolve_hook(cfg.model, cfg.hook)
-    result = train_sae(cfg.model, hook, list(cfg.data), cfg.out, config=tcfg, cache_dir=cfg.cache,
-                       resume=cfg.resume, device=cfg.device, threads=cfg.threads)
-    m = result.metrics
-    ctx.log(f"{hook}: fve {m.get('fve', float('nan')):.3f}, l0 {m.get('l0', float('nan')):.1f}, dead "
-            f"{m.get('dead_fraction', float('nan')):.1%}")
-
-
-def resolve_hook(model_dir: str, hook: str) -> str:
-    """A hook name with `last` (or a negative index) as its layer, resolved against the model's depth: a recipe
-    names the last MLP layer of a model it has not trained yet."""
-    import json
-    import re
-
-    m = re.match(r"^(layers|blocks)\.(last|-\d+)\.(.+)$", hook)
-    if not m:
-        return hook
-    n = json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"]
-    return f"{m[1]}.{n - 1 if m[2] == 'last' else n + int(m[2])}.{m[3]}"
+    for hook, result in train_from_settings(cfg).items():
+        m = result.metrics
+        ctx.log(f"{hook}: fve {m.get('fve', float('nan')):.3f}, l0 {m.get('l0', float('nan')):.1f}, dead "
+                f"{m.get('dead_fraction', float('nan')):.1%}")
 
 
 def _features(cfg, d: Path, ctx: Context) -> None:

@@ -1,0 +1,125 @@
+"""Many hooks, one pass: one LM forward per batch feeds every hook's SAE; each equals a one-hook run; resume per hook."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from babelscope.errors import UserError
+from babelscope.sae import load_sae, read_training
+from babelscope.sae.train import expand_hooks, hook_dirs, train_sae, train_saes
+
+HOOKS = ["layers.0.resid_post", "layers.1.mlp.act", "layers.1.resid_post"]
+KW = {"tokens": 2048, "batch_size": 128, "buffer_size": 512, "val_tokens": 256, "expansion": 2, "k": 4,
+      "positions": "all", "context_size": 32, "model_batch_size": 16, "lrs": (1e-3, 3e-3), "checkpoint_every": 4,
+      "warmup_steps": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_tok(tiny_model_dir):
+    from babelscope.models import load_model
+
+    return load_model(tiny_model_dir)
+
+
+def _counted(model) -> list[int]:
+    """A list that grows by one at every forward of `model`."""
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(1), with_kwargs=True)
+    return calls
+
+
+def _same(a, b) -> None:
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-6, atol=1e-7)
+
+
+def test_one_pass_trains_every_hook_as_one_hook_runs_do(tmp_path, model_tok, bilingual_records):
+    model, tok = model_tok
+    calls = _counted(model)
+    multi = train_saes(model, HOOKS, bilingual_records, tmp_path / "multi", tokenizer=tok, **KW)
+    n_multi = len(calls)
+    assert n_multi >= 4
+    assert list(multi) == HOOKS
+    for h in HOOKS:
+        calls.clear()
+        single = train_sae(model, h, bilingual_records, tmp_path / "single" / h, tokenizer=tok, **KW)
+        # one hook alone needs as many forwards as all three together: the pass is shared, not repeated
+        assert len(calls) == n_multi
+        for a, b in zip(multi[h].saes, single.saes, strict=True):
+            _same(a, b)
+        assert multi[h].grid == single.grid
+        d = tmp_path / "multi" / h
+        assert read_training(d)["fingerprint"]["hook"] == h and load_sae(d).cfg.hook_name == h
+        assert (d / "lr_grid" / "lr-0.003" / "cfg.json").exists() and not (d / "checkpoint.pt").exists()
+
+
+def test_a_kill_between_hooks_resumes_each_from_its_own_checkpoint(tmp_path, model_tok, bilingual_records):
+    model, tok = model_tok
+    ref = train_saes(model, HOOKS, bilingual_records, tmp_path / "ref", tokenizer=tok, **KW)
+
+    def kill(step, info):  # hook 0 has saved its step-8 checkpoint, hooks 1 and 2 still hold step 4
+        if step == 8 and info["hook"] == HOOKS[1]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(model, HOOKS, bilingual_records, tmp_path / "run", tokenizer=tok, callback=kill, **KW)
+    steps = {h: torch.load(tmp_path / "run" / h / "checkpoint.pt", weights_only=False)["step"] for h in HOOKS}
+    assert steps == {HOOKS[0]: 8, HOOKS[1]: 4, HOOKS[2]: 4}
+    seen: dict[str, list[int]] = {}
+    res = train_saes(model, HOOKS, bilingual_records, tmp_path / "run", tokenizer=tok, resume=True,
+                     callback=lambda s, i: seen.setdefault(i["hook"], []).append(s), **KW)
+    assert seen[HOOKS[0]][0] == 9 and seen[HOOKS[1]][0] == 5
+    for h in HOOKS:
+        for a, b in zip(ref[h].saes, res[h].saes, strict=True):
+            _same(a, b)
+    # a finished hook is not computed again: resuming with one more hook runs a pass for that hook only
+    calls = _counted(model)
+    more = train_saes(model, [*HOOKS, "layers.0.mlp.act"], bilingual_records, tmp_path / "run", tokenizer=tok,
+                      resume=True, callback=lambda s, i: pytest.fail("retrained") if i["hook"] in HOOKS else None,
+                      **KW)
+    assert len(calls) > 0 and set(more) == {*HOOKS, "layers.0.mlp.act"}
+
+
+def test_hooks_from_a_list_or_layers_and_site(tmp_path, model_tok, bilingual_records, capsys):
+    model, _ = model_tok
+    assert expand_hooks(model, "layers.0.mlp.act, blocks.1.hook_resid_post") == [
+        "layers.0.mlp.act", "blocks.1.hook_resid_post"]
+    assert expand_hooks(model, None, "all", "attn.out") == ["layers.0.attn.out", "layers.1.attn.out"]
+    assert expand_hooks(model, "layers.last.mlp.act,layers.-2.mlp.out") == ["layers.1.mlp.act", "layers.0.mlp.out"]
+    with pytest.raises(UserError, match="not both"):
+        expand_hooks(model, "layers.0.mlp.act", "all")
+    with pytest.raises(UserError, match="named twice"):
+        expand_hooks(model, ["layers.0.mlp.act", "blocks.0.mlp.hook_post"])
+    with pytest.raises(UserError, match="no hook point 'layers.7.resid_post'"):
+        expand_hooks(model, None, "0,7")
+    assert hook_dirs("o", ["blocks.1.hook_resid_post"]) == {"blocks.1.hook_resid_post": Path("o")}
+    assert hook_dirs("o", ["blocks.1.hook_resid_post", "layers.0.mlp.act"])["blocks.1.hook_resid_post"].name == \
+        "layers.1.resid_post"
+
+
+def test_cli_layers_all_writes_one_sae_dir_per_hook(tmp_path, tiny_model_dir, bilingual_records, capsys):
+    from babelscope.cli import main
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bilingual_records))
+    with pytest.raises(SystemExit) as e:
+        main(["sae", "train", "--model", str(tiny_model_dir), "--layers", "all", "--site", "resid_post", "--data",
+              str(corpus), "--out", str(tmp_path / "out"), "--tokens", "1024", "--val-tokens", "128",
+              "--batch-size", "128", "--buffer-size", "512", "--expansion", "2", "--k", "4", "--positions", "all",
+              "--context-size", "32", "--device", "cpu", "--cache", str(tmp_path / "cache")])
+    assert e.value.code == 0, capsys.readouterr().err
+    for layer in (0, 1):
+        d = tmp_path / "out" / f"layers.{layer}.resid_post"
+        assert load_sae(d).cfg.hook_name == f"layers.{layer}.resid_post"
+        assert (tmp_path / "cache" / f"layers.{layer}.resid_post" / "cache.json").exists()
+    assert capsys.readouterr().out.count("fve") == 2
