@@ -234,7 +234,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("sweep", "babelscope.recipes.sweep:StudyConfig", _sweep,
          lambda cfg, d: {"main": str(d), "page": str(d / "index.html"), "fig_layers": str(d / "fig_layers.png"),
                          "fig_spans": str(d / "fig_spans.png"), "summary": str(d / "summary.csv")},
-         {"out": _out()}),
+         {"out": _out()}, command=("study", "bilingual")),
     Kind("inject", "babelscope.recipes.study_b:StudyInjectConfig", _inject,
          lambda cfg, d: {"main": str(d / "injection.json"), "table": str(d / "table.md")}, {"out": _out()}),
     Kind("study_a", "babelscope.recipes.study_a:StudyAConfig", _study_a, _main("summary.json"), {"out": _out()}),
