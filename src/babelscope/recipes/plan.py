@@ -294,12 +294,16 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
         k = max(1, min(s.get("k", 32), d // 4 if d else 32))
         cells = n_ckpt * layers
         sae_tok, store_tok = s.get("sae_tokens", 2_000_000), s.get("store_tokens", 500_000)
+        val_tok = min(100_000, max(128, sae_tok // 10))
+        # One LM pass per checkpoint (or per group of hooks_per_pass layers) feeds every layer's SAE; each
+        # cell's feature store reads the model once more.
+        passes = n_ckpt * math.ceil(layers / (s.get("hooks_per_pass") or layers))
         n_lr = len(s.get("lrs", [1e-3]))
-        flops = cells * (sae_flops(d, d_sae, "topk", k) * sae_tok * n_lr + 2 * d * d_sae * store_tok
-                         + 2 * shape.get("params", 0) * (sae_tok + store_tok))
-        return Estimate(), Cost(tokens=cells * (sae_tok + store_tok), flops=flops, work="sae",
+        lm = 2 * shape.get("params", 0) * (passes * (sae_tok + val_tok) + cells * store_tok)
+        flops = cells * (sae_flops(d, d_sae, "topk", k) * sae_tok * n_lr + 2 * d * d_sae * store_tok) + lm
+        return Estimate(), Cost(tokens=passes * (sae_tok + val_tok) + cells * store_tok, flops=flops, work="sae",
                                 note=f"{cells} cells ({n_ckpt} checkpoints x {layers} layers), SAE {d}x{d_sae}, "
-                                     f"{n_lr} lr")
+                                     f"{n_lr} lr, {passes} LM passes for the SAEs")
     if kind == "inject":
         run = est.get(s.get("run")) if isinstance(s.get("run"), str) else None
         shape = (run.model if run else None) or {}
