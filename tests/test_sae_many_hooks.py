@@ -100,7 +100,7 @@ def test_hooks_from_a_list_or_layers_and_site(tmp_path, model_tok, bilingual_rec
         expand_hooks(model, "layers.0.mlp.act", "all")
     with pytest.raises(UserError, match="named twice"):
         expand_hooks(model, ["layers.0.mlp.act", "blocks.0.mlp.hook_post"])
-    with pytest.raises(UserError, match="no hook point 'layers.7.resid_post'"):
+    with pytest.raises(UserError, match=r"no hook point 'layers\.7\.resid_post'"):
         expand_hooks(model, None, "0,7")
     assert hook_dirs("o", ["blocks.1.hook_resid_post"]) == {"blocks.1.hook_resid_post": Path("o")}
     assert hook_dirs("o", ["blocks.1.hook_resid_post", "layers.0.mlp.act"])["blocks.1.hook_resid_post"].name == \
@@ -123,3 +123,33 @@ def test_cli_layers_all_writes_one_sae_dir_per_hook(tmp_path, tiny_model_dir, bi
         assert load_sae(d).cfg.hook_name == f"layers.{layer}.resid_post"
         assert (tmp_path / "cache" / f"layers.{layer}.resid_post" / "cache.json").exists()
     assert capsys.readouterr().out.count("fve") == 2
+
+
+def test_bf16_lm_and_compiled_loss_on_cpu(tmp_path, model_tok, bilingual_records, monkeypatch):
+    """The GPU path's pieces that run on a CPU: the LM under bf16 autocast feeding fp32 SAEs, and torch.compile'd
+    losses (here with the eager backend: the same graph capture, no C++ build)."""
+    from babelscope.models.contexts import lm_autocast, resolve_precision
+
+    model, tok = model_tok
+    assert resolve_precision("auto", "cpu") == "fp32" and lm_autocast("fp32", "cpu") is None
+    compiled = []
+    real = torch.compile
+
+    def eager(fn, **kw):
+        compiled.append(fn)
+        return real(fn, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager)
+    kw = {**KW, "tokens": 512, "lrs": (1e-3,)}
+    bf = train_saes(model, HOOKS[1:], bilingual_records, tmp_path / "bf16", tokenizer=tok, precision="bf16",
+                    compile=True, **kw)
+    assert len(compiled) == 2  # one loss per hook (one learning rate each)
+    fp = train_saes(model, HOOKS[1:], bilingual_records, tmp_path / "fp32", tokenizer=tok, **kw)
+    for h in HOOKS[1:]:
+        sae = bf[h].sae
+        assert sae.W_enc.dtype == torch.float32 and torch.isfinite(sae.W_enc).all()
+        info = read_training(tmp_path / "bf16" / h)
+        assert info["source"]["precision"] == "bf16" and "precision" not in read_training(tmp_path / "fp32" / h)["source"]
+        # bf16 activations are close to fp32 ones but not equal, so the SAEs differ a little
+        assert not torch.equal(sae.b_dec, fp[h].sae.b_dec)
+        torch.testing.assert_close(sae.b_dec, fp[h].sae.b_dec, rtol=0.1, atol=0.05)

@@ -105,6 +105,8 @@ class FeaturesConfig(StoreConfig):
     out: str = opt(help="feature store directory")
     text_field: str = opt("text", "the record field holding the text")
     keep_cache: bool = opt(False, "keep the sparse shards after the tables are written")
+    precision: str = opt("auto", "the model's forward: bf16 autocast (auto: on a GPU that has bf16) or fp32; the "
+                                 "SAE encodes in fp32", choices=("auto", "fp32", "bf16"))
     device: str = opt("auto", "cpu, cuda or auto")
 
 
@@ -142,8 +144,9 @@ def _encode_sparse(sae, x, chunk: int):
 
 
 def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cache: str | Path, cfg: StoreConfig,
-                 *, source: dict | None = None) -> dict:
-    """Stage 1: stream `records` through model + SAE into sparse shards under `cache`, resuming if possible.
+                 *, source: dict | None = None, autocast=None) -> dict:
+    """Stage 1: stream `records` through model + SAE into sparse shards under `cache`, resuming if possible;
+    `autocast` wraps the model's forwards (`models.contexts.lm_autocast`).
 
     Returns the cache state: {"params", "complete", "n_shards", "tokens", "docs"}.
     """
@@ -190,7 +193,7 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
                 break
             writer = ShardWriter()
             for batch in iter_contexts(model, tokenizer, batch_docs, [hook], max_tokens=cfg.context,
-                                       batch_size=cfg.batch_size, split_long=cfg.split_long):
+                                       batch_size=cfg.batch_size, split_long=cfg.split_long, autocast=autocast):
                 rows, cols, flats = [], [], []
                 for i, meta in enumerate(batch.records):
                     valid = batch.valid[i].numpy()
@@ -277,16 +280,21 @@ COLUMNS = {
 
 def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Path], out: str | Path,
                 cfg: StoreConfig, *, text_field: str = "text", device: str = "cpu", keep_cache: bool = False,
-                command_args: dict | None = None) -> dict[str, Any]:
-    """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content."""
+                command_args: dict | None = None, precision: str = "fp32") -> dict[str, Any]:
+    """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content.
+    `precision` "bf16" (or "auto" on a GPU) runs the model under bf16 autocast, recorded in meta.json."""
     from babelscope.corpus import iter_corpus
     from babelscope.manifest import manifest
-    from babelscope.models import load_model
+    from babelscope.models import load_model, resolve_device
+    from babelscope.models.contexts import lm_autocast, resolve_precision
     from babelscope.sae.io import load_sae
 
     out = Path(out)
     source = {"model": str(Path(model_dir).resolve()), "sae": str(Path(sae_dir).resolve()),
               "data": [str(Path(d).resolve()) for d in data], "text_field": text_field}
+    precision = resolve_precision(precision, resolve_device(device))
+    if precision != "fp32":  # fp32 stores keep the keys they always had
+        source["precision"] = precision
     done = _finished(out, source, cfg)
     if done is not None:  # the same store is already complete: nothing to redo
         return done
@@ -296,7 +304,7 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
     if not hook:
         raise UserError("the SAE's cfg.json names no hook point (metadata.hook_name)", path=sae_dir)
     state = write_shards(model, tokenizer, sae, hook, iter_corpus(data, text_field), out / CACHE, cfg,
-                         source=source)
+                         source=source, autocast=lm_autocast(precision, device))
     result = aggregate(out / CACHE, cfg, n_features=int(sae.cfg.d_sae), vocab_size=len(tokenizer))
     meta = {
         **source, "hook": hook, "tokenizer": str(Path(model_dir).resolve()),

@@ -138,7 +138,8 @@ def _features(cfg, d: Path, ctx: Context) -> None:
     from babelscope.settings import as_dict, narrow
 
     meta = build_store(cfg.model, cfg.sae, cfg.data, cfg.out, narrow(cfg, StoreConfig), text_field=cfg.text_field,
-                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg))
+                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg),
+                       precision=cfg.precision)
     ctx.log(f"{meta['tokens']:,} tokens, {meta['n_features']:,} features")
 
 

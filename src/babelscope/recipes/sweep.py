@@ -248,7 +248,7 @@ def run_checkpoint(c: Checkpoint, layers: Sequence[int], out: Path, sae_data: Pa
         if not (store / "meta.json").exists():
             build_store(c.path, cell / "sae", [eval_data], store,
                         StoreConfig(tokens=cfg.store_tokens, context=cfg.context, label_field="lang"),
-                        device=cfg.device)
+                        device=cfg.device, precision=cfg.precision)
         cols, summary = measures_from_store(store, tau=cfg.tau, embeddings=emb_source, embedding_matrix=emb,
                                             sim_threshold=cfg.sim_threshold, min_activations=cfg.min_activations)
         summary.update(run=c.run, checkpoint=c.name, step=c.step, train_tokens=c.tokens, layer=layer,
