@@ -34,6 +34,7 @@ from babelscope.report.text import TokenText, clean_floats, direction, script_js
 from babelscope.settings import Settings, opt
 
 TEMPLATES = Path(__file__).parent / "templates"
+PAGES_PER_ABLATION = 64  # features whose ablations share forwards (their contexts' activations are held meanwhile)
 
 
 def _write(path: Path, text: str) -> None:
@@ -109,7 +110,7 @@ class Dashboard:
     """Builds page data and HTML for the features of one store; model + SAE add logits and loss underlines."""
 
     def __init__(self, store: FeatureStore, tokenizer, *, model=None, sae=None, tsea: dict | None = None,
-                 loss: bool = True, logit_k: int = 10, source: str = ""):
+                 loss: bool = True, logit_k: int = 10, source: str = "", ablation_batch: int = 16):
         self.store = store
         self.meta = store.meta
         self.text = TokenText(tokenizer)
@@ -125,6 +126,8 @@ class Dashboard:
         self._logits: dict[int, dict] = {}
         self._contexts: dict[int, dict] | None = None
         self._clean: dict[int, np.ndarray] = {}
+        self._deltas: dict[int, dict[int, np.ndarray]] = {}
+        self.ablation_batch = ablation_batch
         self._attr_summary()
         self.env = _env()
 
@@ -189,25 +192,34 @@ class Dashboard:
             start += chunk.shape[0]
 
     # -- loss effects
-    def _loss_for(self, f: int, examples: list[dict]) -> dict[int, np.ndarray]:
-        """loss_delta per context id for this feature's examples."""
-        if not self.loss or not examples:
-            return {}
-        from babelscope.analysis.ablation import feature_remover, loss_deltas, token_logprobs
+    def prepare_losses(self, features: Sequence[int]) -> None:
+        """Compute the loss underlines of many features' examples at once (`analysis.ablation.ablation_deltas`:
+        every forward holds the ablations of several (feature, context) pairs); `feature_data` then reads them."""
+        if not self.loss:
+            return
+        from babelscope.analysis.ablation import ablation_deltas
 
+        todo = [f for f in dict.fromkeys(features) if f not in self._deltas]
+        if not todo:
+            return
         if self._contexts is None:
             self._contexts = self.store.contexts()
-        ids = list(dict.fromkeys(int(e["ctx"]) for e in examples))
-        ctxs = [self._contexts[i]["tokens"] for i in ids]
-        missing = [i for i in ids if i not in self._clean]
-        if missing:
-            pad = self.tokenizer.pad_token_id or 0
-            for i, lp in zip(missing, token_logprobs(self.model, [self._contexts[i]["tokens"] for i in missing],
-                                                     pad_id=pad), strict=True):
-                self._clean[i] = lp
-        deltas = loss_deltas(self.model, self.hook, ctxs, feature_remover(self.sae, f),
-                             clean=[self._clean[i] for i in ids], pad_id=self.tokenizer.pad_token_id or 0)
-        return dict(zip(ids, deltas, strict=True))
+        pairs = [(f, c) for f in todo for c in dict.fromkeys(int(e["ctx"]) for e in self.store.examples(f))]
+        deltas = ablation_deltas(self.model, self.hook, self.sae, pairs,
+                                 {c: self._contexts[c]["tokens"] for _, c in pairs}, clean=self._clean,
+                                 batch_size=self.ablation_batch, pad_id=self.tokenizer.pad_token_id or 0)
+        for f in todo:
+            self._deltas[f] = {}
+        for (f, c), d in deltas.items():
+            self._deltas[f][c] = d
+
+    def _loss_for(self, f: int, examples: list[dict]) -> dict[int, np.ndarray]:
+        """loss_delta per context id for this feature's examples (prepared in bulk, or computed now)."""
+        if not self.loss or not examples:
+            return {}
+        if f not in self._deltas:
+            self.prepare_losses([f])
+        return self._deltas.pop(f)
 
     def _example(self, ex: dict, vmax: float, deltas: dict[int, np.ndarray], scale: float) -> dict:
         pieces = [visible(p) for p in self.text.pieces(ex["tokens"])]
@@ -381,7 +393,9 @@ def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, s
     if bad:
         raise UserError(f"no such features: {bad[:5]} (the store has {dash.F})")
     rows = dash.index_rows(features)
-    for f in progress(features, desc="dashboards", unit="feature"):
+    for i, f in enumerate(progress(features, desc="dashboards", unit="feature")):
+        if i % PAGES_PER_ABLATION == 0:  # the loss underlines of the next pages, computed side by side
+            dash.prepare_losses(features[i:i + PAGES_PER_ABLATION])
         data = dash.feature_data(f)
         _write(out / f"feature-{f}.html", dash.feature_html(data))
         _write(out / "data" / f"feature-{f}.json", json_dump(data))
