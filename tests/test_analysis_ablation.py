@@ -140,3 +140,8 @@ def test_many_features_side_by_side_equal_one_at_a_time():
                 np.testing.assert_allclose(got[(f, c)], w, atol=2e-5)
                 moved = max(moved, float(np.abs(w).max()))
         assert moved > 1e-4  # some feature does something
+        # pairs cut short (a page needs tokens up to its last example's window): the same values, fewer of them
+        short = ablation_deltas(model, hook, sae, pairs, contexts, until={pairs[0]: 4, pairs[4]: 2}, batch_size=3)
+        assert len(short[pairs[0]]) == 4 and len(short[pairs[4]]) == 2 and len(short[pairs[1]]) == 3
+        for pair in pairs:
+            np.testing.assert_allclose(short[pair], got[pair][:len(short[pair])], atol=2e-5)

@@ -133,12 +133,15 @@ def contribution(sae, acts: torch.Tensor, features: torch.Tensor, f: torch.Tenso
 @torch.no_grad()
 def ablation_deltas(model: nn.Module, hook: str, sae, pairs: Sequence[tuple[int, int]],
                     contexts: dict[int, Sequence[int]], *, clean: dict[int, np.ndarray] | None = None,
-                    batch_size: int = 32, pad_id: int = 0) -> dict[tuple[int, int], np.ndarray]:
+                    until: dict[tuple[int, int], int] | None = None, batch_size: int = 32,
+                    pad_id: int = 0) -> dict[tuple[int, int], np.ndarray]:
     """loss_delta per token (module docstring) for every (feature, context id) pair, the ablations of many
     features run side by side: one clean pass per context gives its hook activations, from which each pair's
     f_i(x) d_i is computed outside the model; each forward then holds `batch_size` pairs, patched by subtraction.
     Equal (to float tolerance) to `loss_deltas(..., feature_remover(sae, i))` per feature. `clean` caches the
-    clean log-probabilities by context id (filled here)."""
+    clean log-probabilities by context id (filled here). `until[(i, c)]` = n: only the first n tokens of that
+    pair are needed (a causal model never looks further), so its forward stops there and its array has n values."""
+    until = until or {}
     clean = {} if clean is None else clean
     device = next(model.parameters()).device
     ids = list(dict.fromkeys(c for _, c in pairs))
@@ -150,16 +153,19 @@ def ablation_deltas(model: nn.Module, hook: str, sae, pairs: Sequence[tuple[int,
     codes = {}
     if getattr(getattr(sae, "cfg", None), "arch", None) == "topk" and callable(getattr(sae, "encode_topk", None)):
         codes = {c: sae.encode_topk(a.to(sae_device)) for c, a in act_of.items()}
-    order = sorted(range(len(pairs)), key=lambda j: (len(contexts[pairs[j][1]]), j))  # similar lengths together
+    def length(pair: tuple[int, int]) -> int:
+        return min(len(contexts[pair[1]]), until.get(pair, len(contexts[pair[1]])))
+
+    order = sorted(range(len(pairs)), key=lambda j: (length(pairs[j]), j))  # similar lengths together
     out: dict[tuple[int, int], np.ndarray] = {}
     for start in range(0, len(order), batch_size):
         rows = [pairs[j] for j in order[start:start + batch_size]]
-        toks = [contexts[c] for _, c in rows]
+        toks = [list(contexts[c])[:length((f, c))] for f, c in rows]
         T = max(len(t) for t in toks)
         x = torch.zeros(len(rows), T, acts[0].shape[-1], dtype=acts[0].dtype, device=acts[0].device)
         real = torch.zeros(len(rows), T, 1, dtype=torch.bool, device=x.device)
         for i, (_, c) in enumerate(rows):
-            x[i, :len(toks[i])] = act_of[c]
+            x[i, :len(toks[i])] = act_of[c][:len(toks[i])]
             real[i, :len(toks[i])] = True
         feats = torch.tensor([f for f, _ in rows], device=sae_device)
         fa = None
@@ -167,11 +173,11 @@ def ablation_deltas(model: nn.Module, hook: str, sae, pairs: Sequence[tuple[int,
             fa = torch.zeros(len(rows), T, device=sae_device)
             for i, (f, c) in enumerate(rows):
                 values, indices = codes[c]
-                fa[i, :len(toks[i])] = (values * (indices == f)).sum(-1).float()
+                fa[i, :len(toks[i])] = (values * (indices == f)).sum(-1).float()[:len(toks[i])]
         delta = (contribution(sae, x.to(sae_device), feats, fa).to(x.device) * real).to(x.dtype)
         batch_ids, mask = (t.to(device) for t in pad_right(toks, pad_id))
         with patch(model, hook, lambda a, delta=delta: a - delta.to(a.dtype)):
             lp = _token_logprobs(model, batch_ids, mask).cpu().numpy()
         for i, (f, c) in enumerate(rows):
-            out[(f, c)] = lp[i, :len(toks[i])] - clean[c]
+            out[(f, c)] = lp[i, :len(toks[i])] - clean[c][:len(toks[i])]
     return out

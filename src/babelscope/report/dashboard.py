@@ -5,7 +5,9 @@ the activation density in the histogram's title, a 50-bin histogram of non-zero 
 histogram and the 10 most positive and negative logit tokens, the 20 top activating examples (+-5 tokens),
 and about 10 equal-width activation intervals with a few examples each. Every token is coloured by the
 feature's activation and underlined by the feature's loss effect on it (`analysis.ablation`): blue where the
-feature lowers the loss of that (predicted) token, red where it raises it.
+feature lowers the loss of that (predicted) token, red where it raises it; the colour scale is a page's largest
+effect on the tokens of its contexts up to the last one it shows. The effects of many pages' features are
+computed side by side (`prepare_losses`), each forward stopping after the last token shown.
 
 Pages work offline (inline CSS and SVG, one small inline script on the index, nothing from a CDN). All corpus
 and model text goes through Jinja2's autoescaping; the index's data sits in a <script type="application/json">
@@ -204,9 +206,14 @@ class Dashboard:
             return
         if self._contexts is None:
             self._contexts = self.store.contexts()
-        pairs = [(f, c) for f in todo for c in dict.fromkeys(int(e["ctx"]) for e in self.store.examples(f))]
+        until: dict[tuple[int, int], int] = {}  # a page shows each example's window: the forward stops after it
+        for f in todo:
+            for e in self.store.examples(f):
+                key = (f, int(e["ctx"]))
+                until[key] = max(until.get(key, 0), int(e["window_start"]) + len(e["tokens"]))
+        pairs = list(until)
         deltas = ablation_deltas(self.model, self.hook, self.sae, pairs,
-                                 {c: self._contexts[c]["tokens"] for _, c in pairs}, clean=self._clean,
+                                 {c: self._contexts[c]["tokens"] for _, c in pairs}, clean=self._clean, until=until,
                                  batch_size=self.ablation_batch, pad_id=self.tokenizer.pad_token_id or 0)
         for f in todo:
             self._deltas[f] = {}
