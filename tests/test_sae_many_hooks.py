@@ -153,3 +153,26 @@ def test_bf16_lm_and_compiled_loss_on_cpu(tmp_path, model_tok, bilingual_records
         # bf16 activations are close to fp32 ones but not equal, so the SAEs differ a little
         assert not torch.equal(sae.b_dec, fp[h].sae.b_dec)
         torch.testing.assert_close(sae.b_dec, fp[h].sae.b_dec, rtol=0.1, atol=0.05)
+
+
+@pytest.mark.slow
+def test_torchrun_deals_hooks_to_ranks(tmp_path, tiny_model_dir, bilingual_records, model_tok):
+    """`sae train --layers all --distribute hooks` on 2 gloo processes: each rank trains and writes only its own
+    hooks, each SAE equal to the one-process run's (no collective touches a hook's training)."""
+    from helpers import torchrun_cli
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bilingual_records))
+    flags = ["--tokens", "1024", "--val-tokens", "128", "--batch-size", "128", "--buffer-size", "512", "--expansion",
+             "2", "--k", "4", "--positions", "all", "--context-size", "32", "--device", "cpu"]
+    r, writes = torchrun_cli(tmp_path, ["sae", "train", "--model", tiny_model_dir, "--layers", "all", "--data", corpus,
+                                        "--out", tmp_path / "ddp", "--distribute", "hooks", *flags], port=29533)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model, tok = model_tok
+    hooks = ["layers.0.resid_post", "layers.1.resid_post"]
+    single = train_saes(model, hooks, bilingual_records, tmp_path / "one", tokenizer=tok, tokens=1024, val_tokens=128,
+                        batch_size=128, buffer_size=512, expansion=2, k=4, positions="all", context_size=32)
+    for rank, hook in enumerate(hooks):  # hooks dealt round-robin: rank 0 layer 0, rank 1 layer 1
+        _same(load_sae(tmp_path / "ddp" / hook), single[hook].sae)
+        mine = {Path(p).relative_to(tmp_path / "ddp").parts[0] for p in writes[rank]}
+        assert mine == {hook}, (rank, mine)

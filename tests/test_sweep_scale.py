@@ -3,9 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 import torch
 
 from babelscope.recipes.sweep import SweepConfig, deal, layer_groups, run_sweep
+from helpers import torchrun_cli
 
 CFG = {"sae_tokens": 1024, "store_tokens": 300, "expansion": 2, "lrs": (5e-3,), "context": 16, "sae_batch": 128}
 
@@ -127,25 +125,6 @@ def test_one_lm_pass_per_checkpoint_trains_its_layers(swept, run4, docs, tmp_pat
             torch.testing.assert_close(after[cell][name], w, rtol=1e-6, atol=1e-7)
 
 
-_DRIVER = textwrap.dedent("""
-    import json, os, sys
-    import torch
-    torch.set_num_threads(1)
-    rank = int(os.environ["RANK"])
-    log = open(os.path.join(sys.argv[1], f"writes-{rank}.txt"), "w")
-    real = os.replace
-    def logged(src, dst):  # every atomic write ends in os.replace: record who wrote what
-        log.write(str(dst) + "\\n"); log.flush()
-        return real(src, dst)
-    os.replace = logged
-    from babelscope.cli import main
-    try:
-        main(sys.argv[2:])
-    except SystemExit as e:
-        sys.exit(e.code)
-""")
-
-
 @pytest.mark.slow
 def test_torchrun_sweep_deals_cells_to_ranks(swept, run4, docs, tmp_path, monkeypatch):
     """2 gloo processes, layers 0 and 3: every cell is written by one rank and equals the single-process sweep's
@@ -154,14 +133,7 @@ def test_torchrun_sweep_deals_cells_to_ranks(swept, run4, docs, tmp_path, monkey
     args = ["study", "bilingual", "--checkpoints", str(run4 / "checkpoints"), "--data", str(docs), "--layers", "0,3",
             "--sae-tokens", str(CFG["sae_tokens"]), "--store-tokens", str(CFG["store_tokens"]), "--expansion", "2",
             "--lrs", "5e-3", "--context", "16", "--sae-batch", "128", "--device", "cpu"]
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    driver = tmp_path / "driver.py"
-    driver.write_text(_DRIVER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BABELSCOPE_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           str(driver), str(logs), *args, "--out", str(tmp_path / "ddp")]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    r, writes = torchrun_cli(tmp_path, [*args, "--out", tmp_path / "ddp"], port=29531)
     assert r.returncode == 0, r.stderr[-3000:]
     single, all_rows, _ = swept
     rows = [r for r in all_rows if r["layer"] in (0, 3)]
@@ -172,7 +144,6 @@ def test_torchrun_sweep_deals_cells_to_ranks(swept, run4, docs, tmp_path, monkey
         for name in a[cell]:
             torch.testing.assert_close(a[cell][name], b[cell][name], rtol=1e-6, atol=1e-7)
     assert (tmp_path / "ddp" / "summary.csv").read_text().count("\n") == 7  # header + 6 cells
-    writes = {rank: (logs / f"writes-{rank}.txt").read_text().split() for rank in (0, 1)}
     ddp = str(tmp_path / "ddp")
     owners: dict[str, set[int]] = {}
     for rank, paths in writes.items():
