@@ -281,8 +281,9 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
     if kind == "dashboard":
         shape = _model_of(s.get("features"), est) or {}
         pages = s.get("tsea_top") or s.get("limit") or 100
-        # per page ~70 example contexts of ~128 tokens, each scored clean and with the feature removed
-        flops = pages * 70 * 128 * 2 * 2 * shape.get("params", 0)
+        # per page ~70 example contexts of ~128 tokens, each scored clean (at most; pages share contexts) and with
+        # the feature removed, that forward stopping after the last token shown (~3/4 of the context on average)
+        flops = pages * 70 * 128 * 2 * 1.75 * shape.get("params", 0)
         return Estimate(), Cost(flops=flops, tokens=pages * 70 * 128, note=f"{pages} pages")
     if kind == "sweep":
         run = est.get(s.get("checkpoints")) if isinstance(s.get("checkpoints"), str) else None
