@@ -155,7 +155,7 @@ def sparsify_tool(d: int, n: int, k: int, lr: float, sample: torch.Tensor, arch:
 
 
 TOOLS = {"babelscope": babelscope_tool, "saelens": saelens_tool, "sparsify": sparsify_tool}
-L1 = 2.0 / 16  # ReLU's L1 coefficient for unit-norm inputs (babelscope's default 2/sqrt(d) at d = 256)
+L1 = 0.01  # ReLU's L1 coefficient (unit-norm inputs; --l1): small enough that 20-40 steps learn something
 
 
 def _sync(device: str) -> None:
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--arch", default="topk", choices=("topk", "relu"))
+    p.add_argument("--l1", type=float, default=None, help=f"ReLU's L1 coefficient (default {L1})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tools", default="babelscope,saelens,sparsify")
     p.add_argument("--configs", default=None, help="d_in x expansion list (default 256x16,256x32,1024x16,1024x32)")
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.l1 is not None:
+        global L1
+        L1 = args.l1
     steps = args.steps or (40 if args.quick else 200)
     batch = args.batch_size or (1024 if args.quick else 4096)
     spec = args.configs or ("128x16" if args.quick else "256x16,256x32,1024x16,1024x32")
