@@ -176,3 +176,25 @@ def test_torchrun_deals_hooks_to_ranks(tmp_path, tiny_model_dir, bilingual_recor
         _same(load_sae(tmp_path / "ddp" / hook), single[hook].sae)
         mine = {Path(p).relative_to(tmp_path / "ddp").parts[0] for p in writes[rank]}
         assert mine == {hook}, (rank, mine)
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_many_hooks(tmp_path, tiny_model_dir, bilingual_records):
+    """`--distribute data` (the default) with two hooks on 2 gloo processes: every rank reads its share of the
+    documents for both hooks, gradients are all-reduced per hook, checkpoints gather both ranks' buffers; rank 0
+    alone writes, and both hooks' SAEs learn."""
+    from helpers import torchrun_cli
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bilingual_records))
+    r, writes = torchrun_cli(tmp_path, [
+        "sae", "train", "--model", tiny_model_dir, "--hook", "layers.0.mlp.act,layers.1.resid_post", "--data", corpus,
+        "--out", tmp_path / "ddp", "--tokens", "2048", "--val-tokens", "256", "--batch-size", "128",
+        "--buffer-size", "512", "--expansion", "2", "--k", "4", "--positions", "all", "--context-size", "32",
+        "--checkpoint-every", "4", "--device", "cpu"], port=29535)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for hook in ("layers.0.mlp.act", "layers.1.resid_post"):
+        info = read_training(tmp_path / "ddp" / hook)
+        assert info["world_size"] == 2 and info["metrics"]["tokens"] == 256 and info["metrics"]["fve"] > 0
+        assert not (tmp_path / "ddp" / hook / "checkpoint.pt").exists()
+    assert writes[1] == [] and any(p.endswith("checkpoint.pt") for p in writes[0])
