@@ -227,7 +227,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("marks", "babelscope.eval.settings:MarksConfig", _marks, _main("marks.json"), {"out": _out()}),
     Kind("judge", "babelscope.eval.settings:JudgeConfig", _judge, _main("scores.csv"), {"out": _out()}),
     Kind("sae", "babelscope.sae.train:SAETrainSettings", _sae, _main(),
-         {"out": _out(), "resume": lambda d, ctx: (d / "checkpoint.pt").exists()}, command=("sae", "train")),
+         {"out": _out(), "resume": lambda d, ctx: any(d.glob("**/checkpoint.pt"))}, command=("sae", "train")),
     Kind("features", "babelscope.analysis.store:FeaturesConfig", _features, _main(), {"out": _out()}),
     Kind("tsea", "babelscope.analysis.tsea:TseaConfig", _tsea, _tsea_outputs, {"out": _out()}),
     Kind("dashboard", "babelscope.report.dashboard:DashboardConfig", _dashboard, _main("index.html"),
