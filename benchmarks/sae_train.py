@@ -232,6 +232,7 @@ def bench_config(names: list[str], acts: np.ndarray, val: torch.Tensor, d: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    global L1
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="d_in 128, expansion 16, 40 steps of 1024")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default 200, quick 40)")
@@ -250,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.l1 is not None:
-        global L1
         L1 = args.l1
     steps = args.steps or (40 if args.quick else 200)
     batch = args.batch_size or (1024 if args.quick else 4096)
