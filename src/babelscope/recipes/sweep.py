@@ -9,6 +9,10 @@ Layout of STUDY_DIR:
     summary.parquet, summary.csv         one row per cell: run, checkpoint, step, tokens, layer, n_layers, ...
     fig_*.png, index.html                the figures and a page that shows them
 
+Cost: one pass of a checkpoint's model trains every layer's SAE (`train_saes`; `hooks_per_pass` splits it when the
+layers' buffers do not fit), each cell's feature store reads the model once more. Under torchrun the work units
+(a checkpoint's layers) are dealt to the ranks; rank 0 writes the shared files.
+
 SAE settings follow the study, scaled to the model: TopK with k = min(k, d // 4) (k = 32 asks for 32 active
 latents; in a 32-dim toy model that would be as many latents as dimensions, so no sparsity at all), n = 16 d
 latents, the first 64 tokens of each document with BOS dropped, inputs L2-normalised.
