@@ -336,7 +336,8 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
     source = {"model": str(Path(model_dir).resolve()), "sae": str(Path(sae_dir).resolve()),
               "data": [str(Path(d).resolve()) for d in data], "text_field": text_field}
     settings = {"text_field": text_field}
-    precision = resolve_precision(precision, resolve_device(device))
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     if precision != "fp32":  # fp32 stores keep the keys they always had
         source["precision"] = settings["precision"] = precision
     inputs = record(settings, {"model": model_dir, "sae": sae_dir, "data": list(data)})
