@@ -90,6 +90,45 @@ def test_a_kill_between_hooks_resumes_each_from_its_own_checkpoint(tmp_path, mod
     assert len(calls) > 0 and set(more) == {*HOOKS, "layers.0.mlp.act"}
 
 
+def test_each_hook_keeps_its_stability_seed_epochs_and_fingerprint(tmp_path, tiny_model_dir, bilingual_records,
+                                                                  capsys):
+    """A small corpus read in epochs, a stability seed, a path model: per hook, as a one-hook run gives them, and a
+    kill in the second pass resumes to the same SAEs."""
+    from babelscope.corpus import write_corpus
+    from babelscope.models import load_model
+    from babelscope.models.fingerprint import model_fingerprint
+
+    write_corpus(tmp_path / "small.jsonl", bilingual_records[:30])
+    data, hooks = [tmp_path / "small.jsonl"], HOOKS[:2]
+    kw = {**KW, "val_tokens": 64, "lrs": (3e-3,), "stability_seed": 7, "model_batch_size": 4}
+    multi = train_saes(tiny_model_dir, hooks, data, tmp_path / "multi", **kw)
+    fingerprint = model_fingerprint(load_model(tiny_model_dir)[0])
+    err = capsys.readouterr().err
+    for h in hooks:
+        d = tmp_path / "multi" / h
+        info = read_training(d)
+        assert 0 < info["activations_per_pass"] < kw["tokens"] and info["epochs"] > 1
+        assert f"at {h}; training on {kw['tokens']} took {info['epochs']:.2f} passes" in err
+        assert isinstance(info["learned"], bool) and "stability" in info["metrics"]
+        assert info["source"]["model_fingerprint"] == fingerprint == load_sae(d).cfg.model_fingerprint
+        assert read_training(d / "seed-7")["companion_of"] == str(d)
+        single = train_sae(tiny_model_dir, h, data, tmp_path / "single" / h, **kw)
+        _same(multi[h].sae, single.sae)
+        _same(multi[h].companion, single.companion)
+        assert multi[h].metrics == single.metrics
+
+    def kill(step, info):  # in the second and third passes over the corpus (one pass: about 5 steps of 128)
+        if step == 12 and info["hook"] == hooks[1]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(tiny_model_dir, hooks, data, tmp_path / "run", callback=kill, **kw)
+    res = train_saes(tiny_model_dir, hooks, data, tmp_path / "run", resume=True, **kw)
+    for h in hooks:
+        _same(res[h].sae, multi[h].sae)
+        _same(res[h].companion, multi[h].companion)
+
+
 def test_hooks_from_a_list_or_layers_and_site(tmp_path, model_tok, bilingual_records, capsys):
     model, _ = model_tok
     assert expand_hooks(model, "layers.0.mlp.act, blocks.1.hook_resid_post") == [
