@@ -686,6 +686,8 @@ def train_saes(model: Any, hooks: str | Sequence[str] | None, data: Any,
     positions: Positions = parse_positions(tcfg.positions)
     precision = resolve_precision(tcfg.precision, device)
     fingerprint = model_fingerprint(model)
+    paths = isinstance(data, list | tuple) and data and isinstance(data[0], str | Path)
+    data_id = identify(list(data)) if paths else None  # the corpus files' content, hashed once for all hooks
     runs: dict[str, tuple[SAEConfig, dict[str, Any]]] = {}
     results: dict[str, TrainResult] = {}
     for hook in hooks:
@@ -697,8 +699,8 @@ def train_saes(model: Any, hooks: str | Sequence[str] | None, data: Any,
                                    "dataset_path": _dataset_path(data)})
         describe = {"model": model_id, "model_fingerprint": fingerprint, "hook": hook, "positions": str(positions),
                     "context_size": tcfg.context_size, "seed": tcfg.seed}
-        if isinstance(data, list | tuple) and data and isinstance(data[0], str | Path):
-            describe["data"] = identify(list(data))
+        if data_id is not None:
+            describe["data"] = data_id
         if precision != "fp32":
             describe["precision"] = precision
         out = out_dirs.get(hook)
