@@ -31,7 +31,10 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/train_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/sae_train.py --quick
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/sae_train.py --quick --arch relu
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/analysis.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/sweep.py --sae-tokens 10000 --store-tokens 3000 --stories 300
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/dashboard.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/translate.py
 
 clean:

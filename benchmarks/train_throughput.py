@@ -4,13 +4,22 @@ PyTorch Llama of the same shape, measured in the same run: fwd + bwd + clip + Ad
     python benchmarks/train_throughput.py [--presets 1M,8M,33M] [--batch 8] [--context 256] [--vocab 32000]
 
 Goal: ours >= 0.9x the reference. Steps alternate between the two models so that machine noise hits both.
+
+Against the hardware: the same run measures the dense-matmul limit of the model's own shapes, the time torch.mm
+(and torch.bmm for attention's two products) takes for every GEMM of one training step (forward, input gradient
+and weight gradient of every linear layer incl. the LM head; attention scores and values with their two
+gradients each). The model FLOPs utilisation (`mfu`) is the model's FLOPs per step (6 N per token over the
+matrices that multiply, the input embedding being a lookup, plus attention's 12 L T d) over the step time,
+divided by the FLOP rate torch.mm reached on those same shapes; that is, the limit's time over the step's time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import time
 
 import torch
@@ -86,7 +95,51 @@ def step_fn(model, opt, x, y, logits_of):
     opt.zero_grad(set_to_none=True)
 
 
-def bench(preset: str, batch: int, context: int, vocab: int, steps: int, warmup: int, device: str) -> dict:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gemm_limit(model: nn.Module, batch: int, context: int, heads: int, device: str, repeats: int = 5,
+               dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+    """(seconds, FLOPs) of the dense GEMMs of one training step of `model` at torch.mm/bmm speed, measured now:
+    every nn.Linear's forward, input-gradient and weight-gradient product at [batch x context] tokens, and
+    attention's two batched products per layer, each with its two gradients."""
+    tokens = batch * context
+    shapes = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            i, o = m.in_features, m.out_features
+            shapes += [(tokens, i, o), (tokens, o, i), (i, tokens, o)]  # forward, input grad, weight grad
+    layers = sum(1 for m in model.modules() if type(m).__name__ in ("LlamaDecoderLayer", "Block"))
+    hidden = model.config.hidden_size if hasattr(model, "config") else model.embed.embedding_dim
+    hd = hidden // heads
+    kw = {"device": device, "dtype": dtype}
+    mats = [(torch.randn(m, k, **kw), torch.randn(k, n, **kw)) for m, k, n in set(shapes)]
+    counts = {sh: shapes.count(sh) for sh in set(shapes)}
+    q = torch.randn(batch * heads, context, hd, **kw)
+    kt = torch.randn(batch * heads, hd, context, **kw)
+    att = torch.randn(batch * heads, context, context, **kw)
+    times = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        for (a, b), sh in zip(mats, set(shapes), strict=True):
+            for _ in range(counts[sh]):
+                torch.mm(a, b)
+        for _ in range(layers):
+            for _ in range(3):  # scores q k^T and values a v, each: forward + two gradients
+                torch.bmm(q, kt)
+                torch.bmm(att, q)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    best = sorted(times[1:])[len(times[1:]) // 2]  # the median, as the steps' (a busy machine slows both alike)
+    flops = 2.0 * sum(m * k * n for m, k, n in shapes) + layers * 3 * 2 * (2.0 * batch * heads * context**2 * hd)
+    return best, flops
+
+
+def bench(preset: str, batch: int, context: int, vocab: int, steps: int, warmup: int, device: str,
+          precision: str = "fp32") -> dict:
     from transformers import LlamaForCausalLM
 
     p = get_preset(preset)
@@ -103,22 +156,32 @@ def bench(preset: str, batch: int, context: int, vocab: int, steps: int, warmup:
     x = torch.randint(0, vocab, (batch, context), device=device)
     y = torch.randint(0, vocab, (batch, context), device=device)
     times = {k: [] for k in runs}
+    bf16 = precision == "bf16"
+    autocast = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if bf16 else \
+        contextlib.nullcontext
     for i in range(warmup + steps):
         for name, (m, opt, f) in runs.items():
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            step_fn(m, opt, x, y, f)
+            with autocast():
+                step_fn(m, opt, x, y, f)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     tok = batch * context
     # The median step is robust to the odd slow step of a shared machine.
-    rate = {k: tok / sorted(v)[len(v) // 2] for k, v in times.items()}
+    step_s = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    rate = {k: tok / v for k, v in step_s.items()}
+    t_lim, gemm_flops = gemm_limit(ours, batch, context, p.heads, device,
+                                   dtype=torch.bfloat16 if bf16 else torch.float32)
+    mm_rate = gemm_flops / t_lim  # = model FLOPs per step (its GEMMs) / the time torch.mm needs for them
     return {"preset": preset, "params": n_ours, "batch": batch, "context": context, "vocab": vocab,
-            "device": device, "ours_tok_s": round(rate["babelscope"], 1), "ref_tok_s": round(rate["reference"], 1),
-            "ratio": round(rate["babelscope"] / rate["reference"], 3)}
+            "device": device, "precision": precision, "ours_tok_s": round(rate["babelscope"], 1), "ref_tok_s": round(rate["reference"], 1),
+            "ratio": round(rate["babelscope"] / rate["reference"], 3),
+            "mfu": round(t_lim / step_s["babelscope"], 3), "ref_mfu": round(t_lim / step_s["reference"], 3),
+            "model_tflop_per_step": round(gemm_flops / 1e12, 4), "mm_tflops": round(mm_rate / 1e12, 4)}
 
 
 def main() -> None:
@@ -130,14 +193,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                    help="default: bf16 autocast on CUDA (as the training loop), fp32 on CPU")
     ap.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args()
     rows = []
-    print(f"{'preset':<8} {'params':>12} {'ours tok/s':>12} {'ref tok/s':>12} {'ratio':>7}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"threads {torch.get_num_threads()}, {args.device}, batch {args.batch} x {args.context}, "
+          f"load {os.getloadavg()[0]:.1f}")
+    print(f"{'preset':<8} {'params':>12} {'ours tok/s':>12} {'ref tok/s':>12} {'ratio':>7} {'MFU':>6} "
+          f"{'ref MFU':>8} {'mm TFLOP/s':>11}")
     for preset in args.presets.split(","):
-        r = bench(preset, args.batch, args.context, args.vocab, args.steps, args.warmup, args.device)
+        r = bench(preset, args.batch, args.context, args.vocab, args.steps, args.warmup, args.device,
+                  args.precision or ("bf16" if args.device.startswith("cuda") else "fp32"))
         rows.append(r)
-        print(f"{preset:<8} {r['params']:>12,} {r['ours_tok_s']:>12,.0f} {r['ref_tok_s']:>12,.0f} {r['ratio']:>7.3f}")
+        print(f"{preset:<8} {r['params']:>12,} {r['ours_tok_s']:>12,.0f} {r['ref_tok_s']:>12,.0f} {r['ratio']:>7.3f} "
+              f"{r['mfu']:>6.1%} {r['ref_mfu']:>8.1%} {r['mm_tflops']:>11.4f}", flush=True)
     geo = math.exp(sum(math.log(r["ratio"]) for r in rows) / len(rows))
     print(f"geometric-mean ratio ours/reference: {geo:.3f} (goal >= 0.9)")
     if args.json:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import torch
 
 from babelscope.cli import main
@@ -44,3 +50,39 @@ def random_sae(d_in: int, d_sae: int, k: int = 4, seed: int = 0, hook: str = "la
         sae.W_enc.copy_(sae.W_dec.T)
         sae.b_dec.copy_(torch.randn(d_in, generator=g) * 0.1)
     return sae.eval()
+
+
+_DRIVER = textwrap.dedent("""
+    import os, sys
+    import torch
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    log = open(os.path.join(sys.argv[1], f"writes-{rank}.txt"), "w")
+    real = os.replace
+    def logged(src, dst):  # every atomic write ends in os.replace: record who wrote what
+        log.write(str(dst) + "\\n"); log.flush()
+        return real(src, dst)
+    os.replace = logged
+    from babelscope.cli import main
+    try:
+        main(sys.argv[2:])
+    except SystemExit as e:
+        sys.exit(e.code)
+""")
+
+
+def torchrun_cli(tmp: Path, args: list, *, nproc: int = 2, port: int = 29540,
+                 timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict[int, list[str]]]:
+    """`torchrun --nproc_per_node N -m babelscope.cli ARGS` on gloo (one thread each); returns the finished
+    process and, per rank, the paths it wrote atomically (every os.replace)."""
+    logs = Path(tmp) / "torchrun-writes"
+    logs.mkdir(parents=True, exist_ok=True)
+    driver = logs / "driver.py"
+    driver.write_text(_DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BABELSCOPE_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+           str(port), str(driver), str(logs), *[str(a) for a in args]]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    writes = {rank: (logs / f"writes-{rank}.txt").read_text().split() if (logs / f"writes-{rank}.txt").exists()
+              else [] for rank in range(nproc)}
+    return r, writes

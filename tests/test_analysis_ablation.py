@@ -95,3 +95,53 @@ def test_remover_of_a_normalised_sae_works_in_the_raw_space():
     without[..., feature] = 0
     lost = sae.reconstruct(x) - sae.to_raw(sae.decode(without), x)
     torch.testing.assert_close(x - removed, lost, atol=1e-5, rtol=1e-5)
+
+
+def _random_sae(arch: str, d_in: int, d_sae: int, hook: str, normalize: str):
+    from babelscope.sae.base import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(arch=arch, d_in=d_in, d_sae=d_sae, k=4 if arch == "topk" else None, hook_name=hook,
+                        normalize=normalize))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in (sae.W_enc, sae.W_dec, sae.b_dec):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        sae.b_enc.fill_(0.05)
+    return sae
+
+
+def test_many_features_side_by_side_equal_one_at_a_time():
+    """ablation_deltas (pairs batched, each pair's contribution computed outside the model) gives what the
+    per-feature remover gives, for a ReLU SAE (one encoder column), a TopK SAE (codes per context) and a plain
+    module with encode/decode only; contexts of different lengths share forwards."""
+    from transformers import LlamaForCausalLM
+
+    from babelscope.analysis.ablation import ablation_deltas
+
+    torch.manual_seed(2)
+    model = LlamaForCausalLM(llama_config("tiny", 300)).eval()
+    contexts = {7: [1, 5, 9, 200, 17, 3, 8, 8], 9: [1, 44, 45], 12: [1, 60, 61, 62, 63]}
+    cases = [("layers.0.mlp.act", _random_sae("relu", 64, 48, "layers.0.mlp.act", "scale")),
+             ("layers.1.resid_post", _random_sae("topk", 32, 40, "layers.1.resid_post", "l2")),
+             ("layers.1.resid_post", LinearSAE(32, 16))]
+    for hook, sae in cases:
+        with torch.no_grad():
+            acts = capture(model, [hook], torch.tensor([contexts[7]]))[hook]
+            fired = sae.encode(acts).reshape(-1, sae.W_dec.shape[0]).sum(0)
+        feats = [int(i) for i in fired.argsort(descending=True)[:2]] + [int(fired.argmin())]  # two fire, one may not
+        pairs = [(f, c) for f in feats for c in contexts]
+        clean: dict = {}
+        got = ablation_deltas(model, hook, sae, pairs, contexts, clean=clean, batch_size=4)
+        assert sorted(clean) == sorted(contexts)
+        moved = 0.0
+        for f in feats:
+            want = loss_deltas(model, hook, list(contexts.values()), feature_remover(sae, f), batch_size=2)
+            for c, w in zip(contexts, want, strict=True):
+                np.testing.assert_allclose(got[(f, c)], w, atol=2e-5)
+                moved = max(moved, float(np.abs(w).max()))
+        assert moved > 1e-4  # some feature does something
+        # pairs cut short (a page needs tokens up to its last example's window): the same values, fewer of them
+        short = ablation_deltas(model, hook, sae, pairs, contexts, until={pairs[0]: 4, pairs[4]: 2}, batch_size=3)
+        assert len(short[pairs[0]]) == 4 and len(short[pairs[4]]) == 2 and len(short[pairs[1]]) == 3
+        for pair in pairs:
+            np.testing.assert_allclose(short[pair], got[pair][:len(short[pair])], atol=2e-5)

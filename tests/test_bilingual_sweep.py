@@ -153,7 +153,7 @@ def test_sweep_end_to_end_resumes_and_feeds_the_injection(tiny_run, bilingual_re
     # Resume: finished cells are not recomputed; a cell without its summary is, reusing its SAE and store.
     (cell / "summary.json").unlink()
     trained, logged = [], []
-    monkeypatch.setattr(sweep, "train_cell_sae", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(sweep, "train_cell_saes", lambda *a, **k: trained.append(a))
     rows2 = run_sweep([tiny_run], [data], out, cfg, log=logged.append)
     assert trained == []
     assert [m.split(":")[0] for m in logged if "layer" in m] == ["run/step-100 layer 1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -24,13 +25,15 @@ class Dist:
         return self.world > 1
 
 
-def init(device: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on CUDA."""
+def init(device: str, timeout_s: float | None = None) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on CUDA.
+    `timeout_s`: how long a collective may wait for the slowest rank (torch's default: 10-30 minutes)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+        tdist.init_process_group("nccl" if device.startswith("cuda") else "gloo", **timeout)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local)

@@ -112,6 +112,8 @@ class FeaturesConfig(StoreConfig):
     force: bool = opt(False, "use the SAE with a model other than the one it was trained on")
     text_field: str = opt("text", "the record field holding the text")
     keep_cache: bool = opt(False, "keep the sparse shards after the tables are written")
+    precision: str = opt("auto", "the model's forward: bf16 autocast (auto: on a GPU that has bf16) or fp32; the "
+                                 "SAE encodes in fp32", choices=("auto", "fp32", "bf16"))
     device: str = opt("auto", "cpu, cuda or auto")
 
 
@@ -149,8 +151,9 @@ def _encode_sparse(sae, x, chunk: int):
 
 
 def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cache: str | Path, cfg: StoreConfig,
-                 *, source: dict | None = None) -> dict:
-    """Stage 1: stream `records` through model + SAE into sparse shards under `cache`, resuming if possible.
+                 *, source: dict | None = None, autocast=None) -> dict:
+    """Stage 1: stream `records` through model + SAE into sparse shards under `cache`, resuming if possible;
+    `autocast` wraps the model's forwards (`models.contexts.lm_autocast`).
 
     Returns the cache state: {"params", "complete", "n_shards", "tokens", "docs"}.
     """
@@ -203,7 +206,7 @@ def write_shards(model, tokenizer, sae, hook: str, records: Iterable[dict], cach
             labelled = any(bits is not None for bits in truth.values())
             writer = ShardWriter()
             for batch in iter_contexts(model, tokenizer, batch_docs, [hook], max_tokens=cfg.context,
-                                       batch_size=cfg.batch_size, split_long=cfg.split_long):
+                                       batch_size=cfg.batch_size, split_long=cfg.split_long, autocast=autocast):
                 rows, cols, flats = [], [], []
                 for i, meta in enumerate(batch.records):
                     valid = batch.valid[i].numpy()
@@ -318,19 +321,26 @@ COLUMNS = {
 
 def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Path], out: str | Path,
                 cfg: StoreConfig, *, text_field: str = "text", device: str = "cpu", keep_cache: bool = False,
-                command_args: dict | None = None, force: bool = False) -> dict[str, Any]:
-    """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content."""
+                command_args: dict | None = None, force: bool = False, precision: str = "fp32") -> dict[str, Any]:
+    """`babelscope analyze features`: the feature pass (resumable) and the tables; returns meta.json's content.
+    `precision` "bf16" (or "auto" on a GPU) runs the model under bf16 autocast, recorded in meta.json."""
     from babelscope.corpus import iter_corpus
     from babelscope.files import check_output, removed_on_error, sweep_stale
     from babelscope.manifest import manifest
+    from babelscope.models import resolve_device
+    from babelscope.models.contexts import lm_autocast, resolve_precision
+    from babelscope.resume import record
     from babelscope.sae.pairing import load_pair
 
     out = check_output(out, directory=True, what="feature store")
-    from babelscope.resume import record
-
     source = {"model": str(Path(model_dir).resolve()), "sae": str(Path(sae_dir).resolve()),
               "data": [str(Path(d).resolve()) for d in data], "text_field": text_field}
-    inputs = record({"text_field": text_field}, {"model": model_dir, "sae": sae_dir, "data": list(data)})
+    settings = {"text_field": text_field}
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    if precision != "fp32":  # fp32 stores keep the keys they always had
+        source["precision"] = settings["precision"] = precision
+    inputs = record(settings, {"model": model_dir, "sae": sae_dir, "data": list(data)})
     done = _finished(out, inputs, cfg)
     if done is not None:  # the same store is already complete: nothing to redo
         return done
@@ -339,7 +349,8 @@ def build_store(model_dir: str | Path, sae_dir: str | Path, data: list[str | Pat
     sweep_stale(out)
     sweep_stale(out / CACHE)
     with removed_on_error(out, keep=lambda: bool(shard_paths(out / CACHE))):
-        state = write_shards(model, tokenizer, sae, hook, records, out / CACHE, cfg, source=inputs)
+        state = write_shards(model, tokenizer, sae, hook, records, out / CACHE, cfg, source=inputs,
+                             autocast=lm_autocast(precision, device))
     result = aggregate(out / CACHE, cfg, n_features=int(sae.cfg.d_sae), vocab_size=len(tokenizer))
     meta = {
         **source, "inputs": inputs, "hook": hook, "tokenizer": str(Path(model_dir).resolve()),

@@ -48,7 +48,8 @@ def run_features(cfg: FeaturesConfig) -> int:
     from babelscope.settings import as_dict, narrow
 
     meta = build_store(cfg.model, cfg.sae, cfg.data, cfg.out, narrow(cfg, StoreConfig), text_field=cfg.text_field,
-                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg), force=cfg.force)
+                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg), force=cfg.force,
+                       precision=cfg.precision)
     print(dumps({k: meta[k] for k in ("tokens", "n_docs", "n_features", "labels", "hook")}))
     return 0
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     g = group(sub, "sae", "Sparse autoencoders: train them on a model's activations and evaluate them.")
-    command(g, "train", run_train, "Train a ReLU or TopK SAE (one per learning rate; the best is kept).",
+    command(g, "train", run_train, "Train a ReLU or TopK SAE (one per learning rate; the best is kept), on one "
+                                   "hook or many from one pass of the model.",
             settings="babelscope.sae.train:SAETrainSettings")
     command(g, "eval", run_eval, "Measure an SAE: MSE, nMSE, FVE, L0, dead/dense latents, loss recovered, and how "
             "far its decoder moved from its init.", settings="babelscope.sae.metrics:SAEEvalConfig")
@@ -26,18 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(cfg: SAETrainSettings) -> int:
-    from babelscope.manifest import manifest
-    from babelscope.sae.train import TrainConfig, train_sae
-    from babelscope.settings import as_dict, narrow
+    from babelscope.sae.train import train_from_settings
 
-    tcfg = narrow(cfg, TrainConfig)
-    tcfg.extra = {"manifest": manifest("sae train", as_dict(cfg))}
-    result = train_sae(cfg.model, cfg.hook, list(cfg.data), cfg.out, config=tcfg, cache_dir=cfg.cache,
-                       resume=cfg.resume, device=cfg.device, threads=cfg.threads)
-    if result.out_dir is not None:
-        m = result.metrics
-        print(f"{result.out_dir}: lr {m['lr']:g}  fve {m.get('fve', float('nan')):.4f}  l0 {m.get('l0', 0):.1f}  "
-              f"dead {m.get('dead_fraction', float('nan')):.2%}  {_learned(m)}")
+    for result in train_from_settings(cfg).values():
+        if result.out_dir is not None:
+            m = result.metrics
+            print(f"{result.out_dir}: lr {m['lr']:g}  fve {m.get('fve', float('nan')):.4f}  "
+                  f"l0 {m.get('l0', 0):.1f}  dead {m.get('dead_fraction', float('nan')):.2%}  {_learned(m)}")
     return 0
 
 

@@ -124,7 +124,8 @@ def injected_forward(full, mid, sae, hook: str, mask: torch.Tensor, alpha: float
 
 
 def check_models(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any, sae_dir: Any = None) -> None:
-    """Full and mid model must share architecture and vocabulary, and the SAE must fit the hook of both."""
+    """Full and mid model must share architecture and vocabulary, and the SAE must fit the hook of both (it was
+    trained on the full model, whose features are injected into the mid one)."""
     from babelscope.sae.pairing import check_pair
 
     keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
@@ -134,7 +135,7 @@ def check_models(full, mid, sae, hook: str, full_dir: Any, mid_dir: Any, sae_dir
         raise UserError(f"--full {full_dir} and --mid {mid_dir} differ in {', '.join(diff)}: injection needs two "
                         "checkpoints of the same model")
     check_pair(sae, full, hook, sae_dir=sae_dir, model_dir=full_dir)
-    check_pair(sae, mid, hook, sae_dir=sae_dir, model_dir=mid_dir)
+    check_pair(sae, mid, hook, sae_dir=sae_dir, model_dir=mid_dir, origin=False)
 
 
 # ---- the table ------------------------------------------------------------------------------------------------

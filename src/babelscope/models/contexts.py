@@ -7,7 +7,9 @@ with `split_long`, as many consecutive windows as it needs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -65,8 +67,10 @@ def tokenize_contexts(tokenizer, records: Iterable[dict], max_tokens: int, *, pr
 
 def iter_contexts(model: nn.Module, tokenizer, records: Iterable[dict], hooks: list[str], *,
                   max_tokens: int = 64, batch_size: int = 32, drop_bos: bool = True, split_long: bool = False,
-                  prepend_bos: bool = True) -> Iterator[ContextBatch]:
-    """Stream documents through `model` and yield their activations at `hooks`, batch by batch."""
+                  prepend_bos: bool = True, autocast: Callable[[], AbstractContextManager] | None = None
+                  ) -> Iterator[ContextBatch]:
+    """Stream documents through `model` and yield their activations at `hooks`, batch by batch; `autocast`
+    (e.g. `lm_autocast("bf16", device)`) wraps every forward."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     bos = tokenizer.bos_token_id
@@ -78,7 +82,8 @@ def iter_contexts(model: nn.Module, tokenizer, records: Iterable[dict], hooks: l
         if drop_bos and bos is not None:
             starts_with_bos = torch.tensor([start == 0 for _, _, start in batch]) & (input_ids[:, 0] == bos)
             valid[:, 0] &= ~starts_with_bos
-        acts = capture(model, hooks, input_ids.to(device), mask.to(device).long())
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            acts = capture(model, hooks, input_ids.to(device, non_blocking=True), mask.to(device).long())
         return ContextBatch(input_ids, valid, acts, [m for _, m, _ in batch], [s for _, _, s in batch])
 
     for item in tokenize_contexts(tokenizer, records, max_tokens, prepend_bos=prepend_bos, split_long=split_long):
@@ -88,3 +93,18 @@ def iter_contexts(model: nn.Module, tokenizer, records: Iterable[dict], hooks: l
             batch = []
     if batch:
         yield run()
+
+
+def lm_autocast(precision: str, device: str | torch.device) -> Callable[[], AbstractContextManager] | None:
+    """The context a language model's forward runs in: bf16 autocast ("bf16", or "auto" on a GPU with bf16),
+    else None (fp32). SAEs keep fp32 weights; their inputs are cast to fp32 when they are gathered."""
+    device_type = torch.device(device).type
+    use = precision == "bf16" or (precision == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
+    if not use:
+        return None
+    return lambda: torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """"auto" made concrete for `device` ("bf16" or "fp32"), for records and fingerprints."""
+    return "bf16" if lm_autocast(precision, device) is not None else "fp32"

@@ -101,6 +101,15 @@ def hook_names(model: nn.Module) -> list[str]:
     return [f"layers.{i}.{k}" for i in range(n) for k in KINDS]
 
 
+def from_top(name: str, n_layers: int) -> str:
+    """`name` with `last` (or a negative index) as its layer counted from the top of an `n_layers` model: a recipe
+    names the last layer of a model it has not trained yet. Other names are returned as they are."""
+    m = re.match(r"^(layers|blocks)\.(last|-\d+)\.(.+)$", name)
+    if not m:
+        return name
+    return f"{m[1]}.{n_layers - 1 if m[2] == 'last' else n_layers + int(m[2])}.{m[3]}"
+
+
 def parse_hook(model: nn.Module, name: str | HookPoint) -> HookPoint:
     """The hook point `name` (either spelling), checked against this model's layer count."""
     n = len(decoder_layers(model))

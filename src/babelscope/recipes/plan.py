@@ -283,8 +283,9 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
     if kind == "dashboard":
         shape = _model_of(s.get("features"), est) or {}
         pages = s.get("tsea_top") or s.get("limit") or 100
-        # per page ~70 example contexts of ~128 tokens, each scored clean and with the feature removed
-        flops = pages * 70 * 128 * 2 * 2 * shape.get("params", 0)
+        # per page ~70 example contexts of ~128 tokens, each scored clean (at most; pages share contexts) and with
+        # the feature removed, that forward stopping after the last token shown (~3/4 of the context on average)
+        flops = pages * 70 * 128 * 2 * 1.75 * shape.get("params", 0)
         return Estimate(), Cost(flops=flops, tokens=pages * 70 * 128, note=f"{pages} pages")
     if kind == "sweep":
         run = est.get(s.get("checkpoints")) if isinstance(s.get("checkpoints"), str) else None
@@ -296,12 +297,16 @@ def estimate_stage(kind: str, s: dict[str, Any], est: dict[str, Estimate], input
         k = max(1, min(s.get("k", 32), d // 4 if d else 32))
         cells = n_ckpt * layers
         sae_tok, store_tok = s.get("sae_tokens", 2_000_000), s.get("store_tokens", 500_000)
+        val_tok = min(100_000, max(128, sae_tok // 10))
+        # One LM pass per checkpoint (or per group of hooks_per_pass layers) feeds every layer's SAE; each
+        # cell's feature store reads the model once more.
+        passes = n_ckpt * math.ceil(layers / (s.get("hooks_per_pass") or layers))
         n_lr = len(s.get("lrs", [1e-3]))
-        flops = cells * (sae_flops(d, d_sae, "topk", k) * sae_tok * n_lr + 2 * d * d_sae * store_tok
-                         + 2 * shape.get("params", 0) * (sae_tok + store_tok))
-        return Estimate(), Cost(tokens=cells * (sae_tok + store_tok), flops=flops, work="sae",
+        lm = 2 * shape.get("params", 0) * (passes * (sae_tok + val_tok) + cells * store_tok)
+        flops = cells * (sae_flops(d, d_sae, "topk", k) * sae_tok * n_lr + 2 * d * d_sae * store_tok) + lm
+        return Estimate(), Cost(tokens=passes * (sae_tok + val_tok) + cells * store_tok, flops=flops, work="sae",
                                 note=f"{cells} cells ({n_ckpt} checkpoints x {layers} layers), SAE {d}x{d_sae}, "
-                                     f"{n_lr} lr")
+                                     f"{n_lr} lr, {passes} LM passes for the SAEs")
     if kind == "inject":
         run = est.get(s.get("run")) if isinstance(s.get("run"), str) else None
         shape = (run.model if run else None) or {}

@@ -9,7 +9,7 @@ not set them. Its `outputs` are the paths other stages refer to (`@stage` is "ma
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,33 +125,26 @@ def _judge(cfg, d: Path, ctx: Context) -> None:
 # ---- SAEs and features -----------------------------------------------------------------------------------------
 
 def _sae(cfg, d: Path, ctx: Context) -> None:
-    from babelscope.manifest import manifest
-    from babelscope.sae.train import TrainConfig, train_sae
-    from babelscope.settings import as_dict, narrow
+    from babelscope.sae.train import train_from_settings
 
-    tcfg = narrow(cfg, TrainConfig)
-    tcfg.extra = {"manifest": manifest("sae train", as_dict(cfg))}
-    hook = resolve_hook(cfg.model, cfg.hook)
-    result = train_sae(cfg.model, hook, list(cfg.data), cfg.out, config=tcfg, cache_dir=cfg.cache,
-                       resume=cfg.resume, device=cfg.device, threads=cfg.threads)
-    m = result.metrics
-    ctx.log(f"{hook}: fve {m.get('fve', float('nan')):.3f}, l0 {m.get('l0', float('nan')):.1f}, dead "
-            f"{m.get('dead_fraction', float('nan')):.1%}")
+    if cfg.hook:  # `layers.last.*` needs the model's depth, read from its config.json
+        cfg = replace(cfg, hook=",".join(resolve_hook(cfg.model, h.strip()) for h in cfg.hook.split(",")))
+    for hook, result in train_from_settings(cfg).items():
+        m = result.metrics
+        ctx.log(f"{hook}: fve {m.get('fve', float('nan')):.3f}, l0 {m.get('l0', float('nan')):.1f}, dead "
+                f"{m.get('dead_fraction', float('nan')):.1%}")
 
 
 def resolve_hook(model_dir: str, hook: str) -> str:
-    """A hook name with `last` (or a negative index) as its layer, resolved against the model's depth: a recipe
-    names the last MLP layer of a model it has not trained yet."""
-    import re
-
+    """A hook name with `last` (or a negative index) as its layer, resolved against the depth in the model's
+    config.json: a recipe names the last MLP layer of a model it has not trained yet."""
     from babelscope.inputs import field, read_json
+    from babelscope.models.hooks import from_top
 
-    m = re.match(r"^(layers|blocks)\.(last|-\d+)\.(.+)$", hook)
-    if not m:
+    if from_top(hook, 1) == hook:
         return hook
     cfg_path = Path(model_dir) / "config.json"
-    n = field(read_json(cfg_path, "config.json"), "num_hidden_layers", int, cfg_path)
-    return f"{m[1]}.{n - 1 if m[2] == 'last' else n + int(m[2])}.{m[3]}"
+    return from_top(hook, field(read_json(cfg_path, "config.json"), "num_hidden_layers", int, cfg_path))
 
 
 def _features(cfg, d: Path, ctx: Context) -> None:
@@ -159,7 +152,8 @@ def _features(cfg, d: Path, ctx: Context) -> None:
     from babelscope.settings import as_dict, narrow
 
     meta = build_store(cfg.model, cfg.sae, cfg.data, cfg.out, narrow(cfg, StoreConfig), text_field=cfg.text_field,
-                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg))
+                       device=cfg.device, keep_cache=cfg.keep_cache, command_args=as_dict(cfg),
+                       precision=cfg.precision)
     ctx.log(f"{meta['tokens']:,} tokens, {meta['n_features']:,} features")
 
 
@@ -247,7 +241,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("marks", "babelscope.eval.settings:MarksConfig", _marks, _main("marks.json"), {"out": _out()}),
     Kind("judge", "babelscope.eval.settings:JudgeConfig", _judge, _main("scores.csv"), {"out": _out()}),
     Kind("sae", "babelscope.sae.train:SAETrainSettings", _sae, _main(),
-         {"out": _out(), "resume": lambda d, ctx: (d / "checkpoint.pt").exists()}, command=("sae", "train")),
+         {"out": _out(), "resume": lambda d, ctx: any(d.glob("**/checkpoint.pt"))}, command=("sae", "train")),
     Kind("features", "babelscope.analysis.store:FeaturesConfig", _features, _main(), {"out": _out()}),
     Kind("tsea", "babelscope.analysis.tsea:TseaConfig", _tsea, _tsea_outputs, {"out": _out()}),
     Kind("dashboard", "babelscope.report.dashboard:DashboardConfig", _dashboard, _main("index.html"),
@@ -255,7 +249,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("sweep", "babelscope.recipes.sweep:StudyConfig", _sweep,
          lambda cfg, d: {"main": str(d), "page": str(d / "index.html"), "fig_layers": str(d / "fig_layers.png"),
                          "fig_spans": str(d / "fig_spans.png"), "summary": str(d / "summary.csv")},
-         {"out": _out()}),
+         {"out": _out()}, command=("study", "bilingual")),
     Kind("inject", "babelscope.recipes.study_b:StudyInjectConfig", _inject,
          lambda cfg, d: {"main": str(d / "injection.json"), "table": str(d / "table.md")}, {"out": _out()}),
     Kind("study_a", "babelscope.recipes.study_a:StudyAConfig", _study_a, _main("summary.json"), {"out": _out()}),

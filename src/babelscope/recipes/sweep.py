@@ -9,6 +9,10 @@ Layout of STUDY_DIR:
     summary.parquet, summary.csv         one row per cell: run, checkpoint, step, tokens, layer, n_layers, ...
     fig_*.png, index.html                the figures and a page that shows them
 
+Cost: one pass of a checkpoint's model trains every layer's SAE (`train_saes`; `hooks_per_pass` splits it when the
+layers' buffers do not fit), each cell's feature store reads the model once more. Under torchrun the work units
+(a checkpoint's layers) are dealt to the ranks; rank 0 writes the shared files.
+
 SAE settings follow the study, scaled to the model: TopK with k = min(k, d // 4) (k = 32 asks for 32 active
 latents; in a 32-dim toy model that would be as many latents as dimensions, so no sparsity at all), n = 16 d
 latents, the first 64 tokens of each document with BOS dropped, inputs L2-normalised.
@@ -17,10 +21,11 @@ latents, the first 64 tokens of each document with BOS dropped, inputs L2-normal
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +76,13 @@ class SweepConfig(Settings):
                                    "dir / .npy")
     eval_frac: float = opt(0.2, "documents held out for the feature stores", gt=0.0, le=0.9)
     hook_kind: str = opt("resid_post", "the hook site swept at every layer", choices=KINDS)
-    device: str = opt("cpu", "cpu, cuda or auto")
+    hooks_per_pass: int | None = opt(None, "layers whose SAEs train from one pass of the model (default: every "
+                                           "layer; lower it when every layer's shuffling buffer does not fit in "
+                                           "memory)", gt=0)
+    precision: str = opt("auto", "the model's forward: bf16 autocast (auto: on a GPU that has bf16) or fp32; SAE "
+                                 "weights stay fp32", choices=("auto", "fp32", "bf16"))
+    compile: bool = opt(False, "torch.compile the SAEs' losses (GPU)")
+    device: str = opt("cpu", "cpu, cuda or auto (under torchrun, cuda means each rank's own GPU)")
     seed: int = opt(0, "seed of the SAEs", **SEED)
     extra: dict[str, Any] = opt(help="anything else worth recording", default_factory=dict, cli=False)
 
@@ -218,8 +229,8 @@ def run_checkpoint(c: Checkpoint, layers: Sequence[int], out: Path, sae_data: Pa
                    log: Callable[[str], None] = print) -> list[dict]:
     """Train (or reuse) the SAEs of every unfinished layer of one checkpoint, build their stores, measure.
 
-    The model is loaded once for all its layers' SAEs; each feature store loads it again (`build_store` takes
-    a directory)."""
+    The model is loaded once, and one pass of it trains every layer's SAE (or `hooks_per_pass` layers at a
+    time); each feature store loads it again (`build_store` takes a directory)."""
     from babelscope.analysis.languages import load_embeddings, measures_from_store, write_measures
     from babelscope.analysis.store import StoreConfig, build_store
     from babelscope.models import load_model
@@ -228,14 +239,13 @@ def run_checkpoint(c: Checkpoint, layers: Sequence[int], out: Path, sae_data: Pa
     if not todo:
         return []
     emb, emb_source = load_embeddings(embeddings, tokenizer_dir=c.path)
-    model = tok = None
-    for layer in todo:
-        sae_dir = cell_dir(out, c, layer) / "sae"
-        if not sae_finished(sae_dir):
-            if model is None:
-                model, tok = load_model(c.path, device=cfg.device)
-            train_cell_sae(model, tok, HookPoint(layer, cfg.hook_kind).format(), sae_data, sae_dir, cfg)
-    del model
+    untrained = [layer for layer in todo if not sae_finished(cell_dir(out, c, layer) / "sae")]
+    if untrained:
+        model, tok = load_model(c.path, device=cfg.device)
+        for group in layer_groups(untrained, cfg.hooks_per_pass):
+            train_cell_saes(model, tok, {HookPoint(layer, cfg.hook_kind).format(): cell_dir(out, c, layer) / "sae"
+                                         for layer in group}, sae_data, cfg)
+        del model
     rows = []
     for layer in todo:
         cell = cell_dir(out, c, layer)
@@ -243,7 +253,7 @@ def run_checkpoint(c: Checkpoint, layers: Sequence[int], out: Path, sae_data: Pa
         if not (store / "meta.json").exists():
             build_store(c.path, cell / "sae", [eval_data], store,
                         StoreConfig(tokens=cfg.store_tokens, context=cfg.context, label_field="lang"),
-                        device=cfg.device)
+                        device=cfg.device, precision=cfg.precision)
         cols, summary = measures_from_store(store, tau=cfg.tau, embeddings=emb_source, embedding_matrix=emb,
                                             sim_threshold=cfg.sim_threshold, min_activations=cfg.min_activations)
         summary.update(run=c.run, checkpoint=c.name, step=c.step, train_tokens=c.tokens, layer=layer,
@@ -269,20 +279,31 @@ def sae_metrics(sae_dir: Path) -> dict[str, Any]:
     return {"lr": t.get("best_lr"), **{k: m[k] for k in ("mse", "fve", "l0", "dead_fraction") if k in m}}
 
 
-def train_cell_sae(model, tokenizer, hook: str, sae_data: Path, out: Path, cfg: SweepConfig) -> None:
-    """Train one layer's SAE with the study's settings scaled to the model (resuming a killed run)."""
+def layer_groups(layers: Sequence[int], size: int | None = None, groups: int = 1) -> list[list[int]]:
+    """`layers` dealt into groups that each train from one pass of the model: at most `size` layers per group
+    (None: no limit) and at least `groups` groups (at most one per layer); layer i goes to group i mod n."""
+    n = max(groups, math.ceil(len(layers) / size) if size else 1)
+    n = max(1, min(n, len(layers)))
+    return [list(layers[g::n]) for g in range(n)]
+
+
+def train_cell_saes(model, tokenizer, cells: dict[str, Path], sae_data: Path, cfg: SweepConfig) -> None:
+    """Train the SAEs of several layers (hook -> SAE directory) from one pass of the model, with the study's
+    settings scaled to the model; each resumes its own killed run. This process trains them alone (no DDP)."""
     from babelscope.models.hooks import hook_width
     from babelscope.sae.buffer import CorpusTooSmall
-    from babelscope.sae.train import train_sae
+    from babelscope.sae.train import train_saes
 
-    kwargs = sae_kwargs(hook_width(model, hook), cfg)
+    widths = {hook_width(model, h) for h in cells}
+    if len(widths) > 1:
+        raise UserError(f"hooks of different widths ({sorted(widths)}) cannot share the sweep's SAE settings")
     try:
-        train_sae(model, hook, [sae_data], out, tokenizer=tokenizer, resume=(out / "checkpoint.pt").exists(),
-                  device=cfg.device, **kwargs)
+        train_saes(model, list(cells), [sae_data], cells, tokenizer=tokenizer, resume=True, device=cfg.device,
+                   distribute="none", **sae_kwargs(widths.pop(), cfg))
     except CorpusTooSmall as e:  # say it in this command's terms: it has no --val-tokens
         raise UserError(f"too few documents for the SAEs: the SAE part of the corpus gives {e.have} activations "
-                        f"at {hook}, the validation set needs {e.need} (a tenth of --sae-tokens, at most 100k); add "
-                        "documents, lower --sae-tokens, or lower --eval-frac", path=sae_data) from None
+                        f"at {', '.join(cells)}, the validation set needs {e.need} (a tenth of --sae-tokens, at "
+                        "most 100k); add documents, lower --sae-tokens, or lower --eval-frac", path=sae_data) from None
 
 
 def sae_kwargs(d_in: int, cfg: SweepConfig) -> dict[str, Any]:
@@ -294,7 +315,7 @@ def sae_kwargs(d_in: int, cfg: SweepConfig) -> dict[str, Any]:
             "val_tokens": min(100_000, max(batch, cfg.sae_tokens // 10)), "lrs": tuple(cfg.lrs),
             "batch_size": batch, "buffer_size": int(min(1 << 17, max(8 * batch, cfg.sae_tokens // 4))),
             "normalize": "l2", "positions": f"first:{cfg.context - 1}", "context_size": cfg.context,
-            "seed": cfg.seed, "log_every": 10**9}
+            "seed": cfg.seed, "log_every": 10**9, "precision": cfg.precision, "compile": cfg.compile}
 
 
 # ---- the sweep ------------------------------------------------------------------------------------------------
@@ -302,9 +323,16 @@ def sae_kwargs(d_in: int, cfg: SweepConfig) -> dict[str, Any]:
 def run_sweep(runs: Sequence[str | Path], data: Sequence[str | Path], out: str | Path,
               cfg: SweepConfig | None = None, *, log: Callable[[str], None] = print) -> list[dict]:
     """Sweep every checkpoint x layer of each run (a run dir or its checkpoints/ dir); resumable; returns the
-    summary rows and writes the summary table, figures and index.html."""
+    summary rows and writes the summary table, figures and index.html.
+
+    Under torchrun the work units (a checkpoint's layers, or a share of them when there are fewer checkpoints than
+    processes) are dealt to the ranks by estimated cost; each rank trains, stores and measures only its own
+    cells, with no collective inside a unit, so a cell is the same whichever rank or world size made it. Rank 0
+    alone writes the shared files (the data split, sweep.json, the summary, figures and index)."""
+    from babelscope import dist
     from babelscope.corpus import check_corpus
     from babelscope.files import check_output, write_json_atomic
+    from babelscope.models import resolve_device
     from babelscope.report.sweep import draw_figures, write_index
 
     cfg = cfg or SweepConfig()
@@ -317,27 +345,62 @@ def run_sweep(runs: Sequence[str | Path], data: Sequence[str | Path], out: str |
         arch = check_architectures(ckpts)
         n_layers = int(arch["num_hidden_layers"])
         layers = parse_layers(cfg.layers, n_layers, where=f"run {ckpts[0].run}")
-        plans.append((ckpts, layers, n_layers))
+        plans.append((ckpts, layers, n_layers, arch))
     names = [p[0][0].run for p in plans]
     if len(set(names)) != len(names):
         raise UserError(f"two runs share a directory name ({', '.join(names)}); cells are named after runs")
     check_settings(out, cfg)
-    sae_data, eval_data, labels = split_data(data, out, cfg.eval_frac)
-    write_json_atomic(out / "sweep.json", {"runs": [str(r) for r in runs], "data": [str(d) for d in data],
-                                           "labels": labels, "config": asdict(cfg)})
-    cells = []
-    for ckpts, layers, n_layers in plans:
+    device = resolve_device(cfg.device)
+    d = dist.init(device, timeout_s=7 * 86400)  # ranks wait at the end for the slowest: allow long units
+    if d.enabled and device.startswith("cuda"):
+        device = f"cuda:{d.local_rank}"
+    if d.main:
+        labels = split_data(data, out, cfg.eval_frac)[2]
+        write_json_atomic(out / "sweep.json", {"runs": [str(r) for r in runs], "data": [str(x) for x in data],
+                                               "labels": labels, "config": asdict(cfg), "world_size": d.world})
+    dist.barrier(d)
+    sae_data, eval_data, labels = split_data(data, out, cfg.eval_frac)  # the others read rank 0's split
+    units, cells = [], []
+    n_ckpts = sum(len(p[0]) for p in plans)
+    for ckpts, layers, n_layers, arch in plans:
         final = ckpts[-1]
         for c in ckpts:
-            run_checkpoint(c, layers, out, sae_data, eval_data, cfg, embeddings=embedding_spec(cfg, c, final),
-                           n_layers=n_layers, log=log)
+            for group in layer_groups(layers, cfg.hooks_per_pass, groups=math.ceil(d.world / n_ckpts)):
+                units.append((c, group, n_layers, embedding_spec(cfg, c, final), unit_cost(arch, group)))
             cells += [cell_dir(out, c, layer) for layer in layers]
+    mine = deal(units, d.world)[d.rank]
+    local = replace(cfg, device=device)
+    say = log if not d.enabled else (lambda m: log(f"[rank {d.rank}] {m}"))
+    for i in mine:
+        c, group, n_layers, emb, _ = units[i]
+        run_checkpoint(c, group, out, sae_data, eval_data, local, embeddings=emb, n_layers=n_layers, log=say)
+    dist.barrier(d)
     rows = collect(cells)
-    write_summary(out, rows)
-    figures = draw_figures(out, rows)
-    write_index(out, rows, figures, labels)
-    log(f"wrote {out / 'index.html'}")
+    if d.main:
+        write_summary(out, rows)
+        figures = draw_figures(out, rows)
+        write_index(out, rows, figures, labels)
+        log(f"wrote {out / 'index.html'}")
+    dist.barrier(d)
     return rows
+
+
+def unit_cost(arch: dict, layers: Sequence[int]) -> float:
+    """A work unit's relative cost: its SAEs (one per layer) plus one pass of the model up to its deepest layer."""
+    hidden, n_layers = int(arch.get("hidden_size") or 1), int(arch.get("num_hidden_layers") or 1)
+    return len(layers) * hidden * 16 + (max(layers) + 1) / n_layers * hidden * 12
+
+
+def deal(units: Sequence[tuple], world: int) -> list[list[int]]:
+    """Unit indices per rank, the most costly first to the least loaded rank (cost is each unit's last item);
+    the same on every rank, so no messages are needed."""
+    load = [0.0] * world
+    out: list[list[int]] = [[] for _ in range(world)]
+    for i in sorted(range(len(units)), key=lambda i: (-units[i][-1], i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        out[r].append(i)
+        load[r] += units[i][-1]
+    return [sorted(x) for x in out]
 
 
 def collect(cells: Sequence[Path]) -> list[dict]:

@@ -5,7 +5,9 @@ the activation density in the histogram's title, a 50-bin histogram of non-zero 
 histogram and the 10 most positive and negative logit tokens, the 20 top activating examples (+-5 tokens),
 and about 10 equal-width activation intervals with a few examples each. Every token is coloured by the
 feature's activation and underlined by the feature's loss effect on it (`analysis.ablation`): blue where the
-feature lowers the loss of that (predicted) token, red where it raises it.
+feature lowers the loss of that (predicted) token, red where it raises it; the colour scale is a page's largest
+effect on the tokens of its contexts up to the last one it shows. The effects of many pages' features are
+computed side by side (`prepare_losses`), each forward stopping after the last token shown.
 
 Pages work offline (inline CSS and SVG, one small inline script on the index, nothing from a CDN). All corpus
 and model text goes through Jinja2's autoescaping; the index's data sits in a <script type="application/json">
@@ -34,6 +36,7 @@ from babelscope.report.text import TokenText, direction, script_json, visible
 from babelscope.settings import Settings, opt
 
 TEMPLATES = Path(__file__).parent / "templates"
+PAGES_PER_ABLATION = 64  # features whose ablations share forwards (their contexts' activations are held meanwhile)
 
 
 def _write(path: Path, text: str) -> None:
@@ -109,7 +112,8 @@ class Dashboard:
     """Builds page data and HTML for the features of one store; model + SAE add logits and loss underlines."""
 
     def __init__(self, store: FeatureStore, tokenizer, *, model=None, sae=None, tsea: dict | None = None,
-                 loss: bool = True, logit_k: int = 10, source: str = "", pages: Sequence[int] | None = None):
+                 loss: bool = True, logit_k: int = 10, source: str = "", pages: Sequence[int] | None = None,
+                 ablation_batch: int = 16):
         """`pages`: the features that get a page (prev/next links stay among them); None: every feature."""
         self.store = store
         self.pages = None if pages is None else sorted(set(int(f) for f in pages))
@@ -127,6 +131,8 @@ class Dashboard:
         self._logits: dict[int, dict] = {}
         self._contexts: dict[int, dict] | None = None
         self._clean: dict[int, np.ndarray] = {}
+        self._deltas: dict[int, dict[int, np.ndarray]] = {}
+        self.ablation_batch = ablation_batch
         self._attr_summary()
         self.env = _env()
 
@@ -191,25 +197,39 @@ class Dashboard:
             start += chunk.shape[0]
 
     # -- loss effects
-    def _loss_for(self, f: int, examples: list[dict]) -> dict[int, np.ndarray]:
-        """loss_delta per context id for this feature's examples."""
-        if not self.loss or not examples:
-            return {}
-        from babelscope.analysis.ablation import feature_remover, loss_deltas, token_logprobs
+    def prepare_losses(self, features: Sequence[int]) -> None:
+        """Compute the loss underlines of many features' examples at once (`analysis.ablation.ablation_deltas`:
+        every forward holds the ablations of several (feature, context) pairs); `feature_data` then reads them."""
+        if not self.loss:
+            return
+        from babelscope.analysis.ablation import ablation_deltas
 
+        todo = [f for f in dict.fromkeys(features) if f not in self._deltas]
+        if not todo:
+            return
         if self._contexts is None:
             self._contexts = self.store.contexts()
-        ids = list(dict.fromkeys(int(e["ctx"]) for e in examples))
-        ctxs = [self._contexts[i]["tokens"] for i in ids]
-        missing = [i for i in ids if i not in self._clean]
-        if missing:
-            pad = self.tokenizer.pad_token_id or 0
-            for i, lp in zip(missing, token_logprobs(self.model, [self._contexts[i]["tokens"] for i in missing],
-                                                     pad_id=pad), strict=True):
-                self._clean[i] = lp
-        deltas = loss_deltas(self.model, self.hook, ctxs, feature_remover(self.sae, f),
-                             clean=[self._clean[i] for i in ids], pad_id=self.tokenizer.pad_token_id or 0)
-        return dict(zip(ids, deltas, strict=True))
+        until: dict[tuple[int, int], int] = {}  # a page shows each example's window: the forward stops after it
+        for f in todo:
+            for e in self.store.examples(f):
+                key = (f, int(e["ctx"]))
+                until[key] = max(until.get(key, 0), int(e["window_start"]) + len(e["tokens"]))
+        pairs = list(until)
+        deltas = ablation_deltas(self.model, self.hook, self.sae, pairs,
+                                 {c: self._contexts[c]["tokens"] for _, c in pairs}, clean=self._clean, until=until,
+                                 batch_size=self.ablation_batch, pad_id=self.tokenizer.pad_token_id or 0)
+        for f in todo:
+            self._deltas[f] = {}
+        for (f, c), d in deltas.items():
+            self._deltas[f][c] = d
+
+    def _loss_for(self, f: int, examples: list[dict]) -> dict[int, np.ndarray]:
+        """loss_delta per context id for this feature's examples (prepared in bulk, or computed now)."""
+        if not self.loss or not examples:
+            return {}
+        if f not in self._deltas:
+            self.prepare_losses([f])
+        return self._deltas.pop(f)
 
     def _example(self, ex: dict, vmax: float, deltas: dict[int, np.ndarray], scale: float) -> dict:
         pieces = [visible(p) for p in self.text.pieces(ex["tokens"])]
@@ -409,7 +429,9 @@ def build_site(store: FeatureStore, out: str | Path, tokenizer, *, model=None, s
                                   back=("all features", "../index.html"))
         links = [(page_title(out / "tsea" / n), f"tsea/{n}") for n in names]
     rows = dash.index_rows(features)
-    for f in progress(features, desc="dashboards", unit="feature"):
+    for i, f in enumerate(progress(features, desc="dashboards", unit="feature")):
+        if i % PAGES_PER_ABLATION == 0:  # the loss underlines of the next pages, computed side by side
+            dash.prepare_losses(features[i:i + PAGES_PER_ABLATION])
         data = dash.feature_data(f)
         _write(out / f"feature-{f}.html", dash.feature_html(data))
         _write(out / "data" / f"feature-{f}.json", json_dump(data))

@@ -16,10 +16,11 @@ from babelscope.errors import UserError
 
 
 def check_pair(sae: Any, model: Any, hook: str | None = None, *, sae_dir: str | Path | None = None,
-               model_dir: str | Path | None = None, force: bool = False) -> str:
+               model_dir: str | Path | None = None, force: bool = False, origin: bool = True) -> str:
     """The hook point to use (`hook`, else the SAE's own); a UserError naming the SAE directory when the model
-    has no such hook or its width there is not the SAE's `d_in` (always), or, unless `force`, when the hook or
-    the model is not the one the SAE records it was trained on (a model fingerprint, `models.fingerprint`)."""
+    has no such hook or its width there is not the SAE's `d_in` (always), or, unless `force` (or with `origin`
+    False: an SAE of one checkpoint read on another by design), when the hook or the model is not the one the SAE
+    records it was trained on (a model fingerprint, `models.fingerprint`)."""
     from babelscope.models.hooks import hook_width, parse_hook
 
     hook = hook or sae.cfg.hook_name
@@ -35,7 +36,8 @@ def check_pair(sae: Any, model: Any, hook: str | None = None, *, sae_dir: str | 
         raise UserError(f"SAE width mismatch: the SAE reads d_in={sae.cfg.d_in} activations but hook '{hook}' of "
                         f"the model{_at(model_dir)} has width {width}; was it trained on another model?",
                         path=sae_dir)
-    _check_origin(sae, model, hook, sae_dir=sae_dir, model_dir=model_dir, force=force)
+    if origin:
+        _check_origin(sae, model, hook, sae_dir=sae_dir, model_dir=model_dir, force=force)
     return hook
 
 

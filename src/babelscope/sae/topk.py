@@ -21,6 +21,7 @@ from babelscope.sae.trainable import TrainableSAE
 AUXK_COEF = 1.0 / 32.0
 
 
+@torch.compiler.disable  # a sparse COO product: eager under torch.compile (dynamo cannot trace its constructor)
 def _rows_times(indices: torch.Tensor, weights: torch.Tensor, dense: torch.Tensor, n_rows: int) -> torch.Tensor:
     """S @ dense for the sparse S [n_rows, B] with S[indices[b, j], b] = weights[b, j] (duplicates summed)."""
     B, k = indices.shape

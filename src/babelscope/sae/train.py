@@ -13,6 +13,12 @@ Has it learned (`sae.convergence`)? training.json records, per learning rate, th
 with its initial value (recomputed from the seed). With `stability_seed`, a second SAE per learning rate starts
 from that seed and trains on the very same batches; it is saved under OUT/seed-N, and training.json records
 how well the two match (mean max cosine, one-to-one matching) beside the same numbers for two untrained inits.
+
+Many hooks, one pass: `train_saes` reads several hook points from one LM forward per batch (`SharedPass`, stopped
+after the deepest hook) and gives each hook its own `HookTrainer` (its grid and stability companions, optimizers,
+dead-latent clocks, shuffling buffer, checkpoint and output directory OUT/<hook>/), stepped in lock-step. Each
+hook's SAEs are the ones a run on that hook alone would give: the same activations reach its buffer in the same
+order.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -32,15 +38,16 @@ from babelscope import dist
 from babelscope.dist import all_reduce_, broadcast_
 from babelscope.errors import UserError
 from babelscope.files import atomic_path
+from babelscope.models.hooks import KINDS
 from babelscope.resume import check, identify, same
 from babelscope.sae.base import SAE, SAEConfig, input_scale
 from babelscope.sae.buffer import (
     CacheSource,
     CorpusTooSmall,
-    ModelSource,
     Positions,
+    SharedPass,
     ShuffleBuffer,
-    build_cache,
+    build_caches,
     parse_positions,
     read_cache_meta,
     scale_for,
@@ -91,6 +98,9 @@ class TrainConfig(Settings):
     checkpoint_every: int | None = opt(None, "steps between checkpoints (default: a twentieth of the run)", gt=0)
     log_every: int = opt(100, "steps between logged losses", gt=0)
     text_field: str = opt("text", "the record field holding the text")
+    precision: str = opt("auto", "the language model's forward: bf16 autocast (auto: on a GPU that has bf16) or "
+                                 "fp32; SAE weights stay fp32", choices=("auto", "fp32", "bf16"))
+    compile: bool = opt(False, "torch.compile each SAE's loss (pays off on a GPU; compiling takes a while)")
     report_to: list[str] = opt(help="also log to: tensorboard (event files in OUT/tensorboard) or none",
                                default_factory=list, metavar="TRACKER")
     extra: dict[str, Any] = opt(help="anything else worth keeping in training.json", default_factory=dict, cli=False)
@@ -125,9 +135,17 @@ class SAETrainSettings(TrainConfig):
     """`babelscope sae train`: the training choices plus what to train on and where to write."""
 
     model: str = opt(help="HF model directory")
-    hook: str = opt(help="hook point, e.g. layers.1.mlp.act or blocks.1.mlp.hook_post")
+    hook: str | None = opt(None, "hook point(s), e.g. layers.1.mlp.act or blocks.1.mlp.hook_post (layers.last.* "
+                                 "for the last layer); several, comma-separated, train one SAE each from one pass "
+                                 "of the model (OUT/<hook>/)")
+    layers: str | None = opt(None, "instead of --hook: 'all' or layer indices (0,2,5), one hook per layer at --site")
+    site: str = opt("resid_post", "the hook site of --layers", choices=KINDS)
     data: list[str] = opt(help="corpus files (JSONL, .txt, Parquet)")
-    out: str = opt(help="SAE directory to write (SAELens layout + training.json)")
+    out: str = opt(help="SAE directory to write (SAELens layout + training.json); with several hooks one "
+                        "subdirectory per hook")
+    distribute: str = opt("data", "under torchrun: data = each rank reads its share of the documents and every "
+                                  "SAE is data-parallel (gradients all-reduced); hooks = the hooks are dealt to the "
+                                  "ranks, each reads all documents for its own", choices=("data", "hooks"))
     cache: str | None = opt(None, "activation cache dir: computed once, reused by later runs")
     resume: bool = opt(False, "continue from OUT/checkpoint.pt if it exists")
     device: str = opt("auto", "cpu, cuda or auto")
@@ -169,13 +187,14 @@ def validation_stats(sae: SAE, val: torch.Tensor, chunk: int = 8192) -> dict[str
 
 
 def sae_step(tr: TrainableSAE, opt: torch.optim.Optimizer, u: torch.Tensor, since: torch.Tensor, *, lr: float,
-             window: int | None, tokens: int, world: int = 1) -> dict[str, Any]:
+             window: int | None, tokens: int, world: int = 1, loss_fn: Callable | None = None) -> dict[str, Any]:
     """One optimisation step on normalised inputs u; updates the dead-latent clock `since` in place.
 
     forward + backward, all-reduce under DDP, drop the decoder-parallel gradient, Adam, unit decoder rows.
+    `loss_fn` replaces `tr.loss` (its torch.compile'd version).
     """
     dead = since >= window if window is not None else None
-    loss, st = tr.loss(u, dead)
+    loss, st = (loss_fn or tr.loss)(u, dead)
     opt.zero_grad(set_to_none=False)
     loss.backward()
     fires = st["fires"]
@@ -244,13 +263,247 @@ def learning_report(saes: Sequence[SAE], seeds: Sequence[int], companions: Seque
     return out
 
 
-def _fingerprint(tcfg: TrainConfig, sae_cfg: SAEConfig) -> dict[str, Any]:
+def _fingerprint(tcfg: TrainConfig, sae_cfg: SAEConfig, describe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a resumed or reused run must match: the settings that change the result, the hook and the source."""
     keep = {k: v for k, v in tcfg.to_dict().items()
-            if k not in ("checkpoint_every", "log_every", "extra", "report_to")}
-    return {"train": keep, "hook": sae_cfg.hook_name, "d_in": sae_cfg.d_in, "d_sae": sae_cfg.d_sae}
+            if k not in ("checkpoint_every", "log_every", "extra", "report_to", "compile")}
+    return {"train": keep, "hook": sae_cfg.hook_name, "d_in": sae_cfg.d_in, "d_sae": sae_cfg.d_sae,
+            "source": describe or {}}
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
+class HookTrainer:
+    """One hook's SAEs (one per learning rate, and with `stability_seed` one more per rate from that seed) on one
+    source of RAW activations: trainers, optimizers, dead-latent clocks, shuffling buffer, checkpoint and output
+    directory. `train_on_source` runs one; `train_on_sources` steps several in lock-step on the batches of one
+    LM pass.
+
+    `sae_cfg` gives arch, widths, hook and normalisation (its `scale` is estimated in `start` when normalize is
+    "scale"); `val` holds RAW validation rows.
+    """
+
+    def __init__(self, source: Any, val: torch.Tensor, tcfg: TrainConfig, sae_cfg: SAEConfig, *,
+                 out_dir: str | Path | None = None, resume: bool = False, device: str | torch.device = "cpu",
+                 rank: int = 0, world: int = 1, describe: dict[str, Any] | None = None):
+        self.tcfg, self.sae_cfg, self.rank, self.world = tcfg, sae_cfg, rank, world
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.resume, self.device, self.describe = resume, device, describe
+        self.steps, self.lrs = tcfg.steps, tcfg.lrs
+        self.local_batch = tcfg.batch_size // world
+        if self.local_batch * world != tcfg.batch_size:
+            raise UserError(f"--batch-size {tcfg.batch_size} must be divisible by the number of processes ({world})")
+        self.warmup = min(tcfg.warmup_steps, max(1, self.steps // 10))
+        self.window = tcfg.dead_window or min(10_000_000, max(tcfg.tokens // 10, tcfg.batch_size))
+        self.every = tcfg.checkpoint_every or max(1, self.steps // 20)
+        self.val = val.to(device)
+        self.source = source
+        self.buffer = ShuffleBuffer(source, sae_cfg.d_in, size=tcfg.buffer_size, batch_size=self.local_batch,
+                                    seed=tcfg.seed * 31 + rank, device=device)
+        # every (learning rate, seed) pair trains on the same batches; the companions (stability seed) come last
+        seeds = [tcfg.seed] + ([tcfg.stability_seed] if tcfg.stability_seed is not None else [])
+        self.runs = [(lr, seed) for seed in seeds for lr in self.lrs]
+        self.trainers = [make_trainer(_seeded(sae_cfg, seed), tcfg, device, seed) for _, seed in self.runs]
+        self.losses = [torch.compile(t.loss) if tcfg.compile else t.loss for t in self.trainers]
+        self.opts = [make_optimizer(t, lr, tcfg) for t, (lr, _) in zip(self.trainers, self.runs, strict=True)]
+        self.since = [torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device) for _ in self.runs]
+        self.step, self.history, self.t_train = 0, [], 0.0
+        self.fp = _fingerprint(tcfg, sae_cfg, describe)
+        self.ckpt = self.out / CHECKPOINT if self.out is not None else None
+        self.mse_acc = torch.zeros(len(self.runs), device=device)  # summed MSE since the last logged step
+        self.tracker: Tracker | None = None
+        self.result: TrainResult | None = None  # set once finished (or found finished by `start`)
+
+    @property
+    def hook(self) -> str:
+        return self.sae_cfg.hook_name
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None
+
+    def start(self) -> None:
+        """Continue from the checkpoint (with `resume`), reuse a finished run's result, or initialise b_dec (and
+        the scale) from the first batch."""
+        tcfg, out, ckpt = self.tcfg, self.out, self.ckpt
+        if self.resume and out is not None and not (ckpt and ckpt.is_file()):
+            done = _finished(out, self.fp, len(self.lrs))
+            if done is not None:
+                self.result = done
+                self._close_source()
+                return
+        if self.resume and ckpt is not None and ckpt.is_file():
+            from babelscope.inputs import load_torch
+
+            state = load_torch(ckpt, "SAE checkpoint")
+            if not isinstance(state, dict) or "fingerprint" not in state:
+                raise UserError("not an SAE training checkpoint; delete it to start over", path=ckpt)
+            check(state["fingerprint"], self.fp, where=ckpt, what="this checkpoint",
+                  hint="use a new --out or drop --resume")
+            for t, o, s, ts in zip(self.trainers, self.opts, self.since, state["trainers"], strict=True):
+                t.load_state_dict(ts["model"])
+                o.load_state_dict(ts["opt"])
+                s.copy_(ts["since"])
+            self._set_cfg(SAEConfig.from_dict(state["sae_cfg"]))
+            self.buffer.load_state_dict(state["buffers"][self.rank])
+            self.step, self.history, self.t_train = state["step"], state["history"], state["t_train"]
+            self.mse_acc.copy_(state["mse_acc"])
+        else:
+            first = self.buffer.next_batch()
+            if first is None:
+                raise UserError("corpus too small: no training activations after the validation set (add "
+                                "documents, or lower --val-tokens or --model-batch-size: validation takes whole "
+                                "model batches)")
+            sae_cfg = self.sae_cfg
+            if sae_cfg.normalize == "scale":  # one fixed factor, from the validation rows (or the first batch)
+                scale = torch.tensor([scale_for(self.val if len(self.val) else first)], device=self.device)
+                broadcast_([scale], self.world)
+                self._set_cfg(replace(sae_cfg, scale=float(scale)))
+            u0 = normalize_batch(first, self.sae_cfg.normalize, self.sae_cfg.scale)
+            for t in self.trainers:
+                t.init_b_dec(u0)
+                broadcast_(list(t.parameters()), self.world)
+            self.buffer.ready = torch.cat([first, self.buffer.ready])  # the sample is trained on as well
+        self.tracker = Tracker(out, tcfg.report_to, self.step) if out is not None and self.rank == 0 else Tracker("", [])
+
+    def _set_cfg(self, sae_cfg: SAEConfig) -> None:
+        self.sae_cfg = sae_cfg
+        for t, (_, seed) in zip(self.trainers, self.runs, strict=True):
+            t.cfg = _seeded(sae_cfg, seed)
+
+    def _close_source(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
+
+    def train_step(self) -> None:
+        """One batch through every SAE of the grid (and the companions); logs the grid's losses."""
+        tcfg = self.tcfg
+        x = self.buffer.next_batch()
+        have = torch.tensor([0.0 if x is None else 1.0])
+        all_reduce_([have], self.world, average=False)
+        if have.item() < self.world:
+            served = self.step * tcfg.batch_size
+            raise UserError(f"corpus too small: the stream ran out after {served} training activations, "
+                            f"--tokens asks {tcfg.tokens} (add documents, lower --tokens, or select more "
+                            "positions per context)")
+        t0 = time.perf_counter()
+        u = normalize_batch(x, self.sae_cfg.normalize, self.sae_cfg.scale)
+        window = self.window if tcfg.auxk else None
+        for i, (tr, optim) in enumerate(zip(self.trainers, self.opts, strict=True)):
+            st = sae_step(tr, optim, u, self.since[i], lr=lr_at(self.step, self.runs[i][0], self.warmup),
+                          window=window, tokens=tcfg.batch_size, world=self.world, loss_fn=self.losses[i])
+            self.mse_acc[i] += st["mse"]
+        self.t_train += time.perf_counter() - t0
+        self.step += 1
+        step, lrs = self.step, self.lrs
+        if step % tcfg.log_every == 0 or step == self.steps:
+            n = (step - 1) % tcfg.log_every + 1
+            mses = (self.mse_acc / n).tolist()[:len(lrs)]  # the companions' losses are not logged
+            self.mse_acc.zero_()
+            self.history.append({"step": step, "mse": mses})
+            self.tracker.log(step, {_tag("train/mse", lr, lrs): m for lr, m in zip(lrs, mses, strict=True)})
+
+    def save_checkpoint(self) -> None:
+        buffers = [self.buffer.state_dict()]
+        if self.world > 1:
+            import torch.distributed as tdist
+
+            gathered: list[Any] = [None] * self.world if self.rank == 0 else []
+            tdist.gather_object(buffers[0], gathered if self.rank == 0 else None, dst=0)
+            buffers = gathered
+        if self.rank != 0 or self.ckpt is None:
+            return
+        state = {"fingerprint": self.fp, "sae_cfg": self.trainers[0].cfg.to_dict(), "step": self.step,
+                 "history": self.history, "t_train": self.t_train, "buffers": buffers, "mse_acc": self.mse_acc.cpu(),
+                 "trainers": [{"model": t.state_dict(), "opt": o.state_dict(), "since": s.cpu()}
+                              for t, o, s in zip(self.trainers, self.opts, self.since, strict=True)]}
+        with atomic_path(self.ckpt) as tmp:
+            torch.save(state, tmp)
+
+    def finish(self) -> TrainResult:
+        """Validate every SAE, keep the grid's best, write the SAELens directories (rank 0: OUT, OUT/lr_grid/*,
+        the companion in OUT/seed-N) with training.json, and warn about an SAE that probably learned nothing."""
+        tcfg, lrs, out, step, window, world = self.tcfg, self.lrs, self.out, self.step, self.window, self.world
+        self._close_source()
+        all_saes = [t.to_sae() for t in self.trainers]
+        all_metrics = [_validate(sae, self.val, s, window, world) | {"steps": step, "train_tokens": step * tcfg.batch_size}
+                       for sae, s in zip(all_saes, self.since, strict=True)]
+        saes, companions = all_saes[:len(lrs)], all_saes[len(lrs):]
+        learned = learning_report(saes, [tcfg.seed] * len(lrs), companions, tcfg.stability_seed)
+        grid = [{"lr": lr, **m, **extra} for lr, m, extra in zip(lrs, all_metrics[:len(lrs)], learned, strict=True)]
+        for g in grid:
+            self.tracker.log(step, {_tag(f"eval/{k}", g["lr"], lrs): g.get(k)
+                                    for k in ("mse", "fve", "l0", "dead_fraction")})
+        self.tracker.close()
+        passes, per_pass = getattr(self.source, "passes", 0), getattr(self.source, "pass_rows", 0)
+        epochs = step * self.local_batch / per_pass if passes and per_pass else None  # None: within one pass
+        if epochs is not None and self.rank == 0:
+            print(f"babelscope: note: the corpus gives {per_pass * world} training activations per pass at "
+                  f"{self.hook}; training on {step * tcfg.batch_size} took {epochs:.2f} passes over it (epochs)",
+                  file=sys.stderr)
+        key = "mse" if len(self.val) else "dead_train_fraction"
+        best = min(range(len(lrs)), key=lambda i: (grid[i].get(key, math.inf), i))
+        rate = step * tcfg.batch_size / self.t_train if self.t_train else 0.0
+        problems = learning_problems(grid[best])
+        training = {"complete": True, "learned": not problems, "warnings": problems, "best_lr": lrs[best],
+                    "metrics": grid[best], "lr_grid": grid,
+                    "train": tcfg.to_dict(), "l1": relu_l1(tcfg, self.sae_cfg.d_in) if tcfg.arch == "relu" else None,
+                    "dead_window": window, "warmup_steps": self.warmup, "world_size": world,
+                    "sae_step_activations_per_s": rate, "sae_step_seconds": self.t_train, "history": self.history,
+                    "source": self.describe or {}, "fingerprint": self.fp, "epochs": epochs,
+                    "activations_per_pass": per_pass * world if passes else None}
+        if out is not None and self.rank == 0:
+            save_sae(saes[best], out, training)
+            if len(lrs) > 1:
+                for lr, sae, m in zip(lrs, saes, grid, strict=True):
+                    save_sae(sae, out / "lr_grid" / f"lr-{lr:g}", {**training, "metrics": m, "lr": lr})
+            if companions:
+                own = {"lr": lrs[best], **all_metrics[len(lrs) + best],
+                       **learning_report([companions[best]], [int(tcfg.stability_seed)])[0]}
+                save_sae(companions[best], out / f"seed-{tcfg.stability_seed}",
+                         {**training, "metrics": own, "learned": not learning_problems(own),
+                          "warnings": learning_problems(own), "companion_of": str(out)})
+            if self.ckpt is not None:
+                self.ckpt.unlink(missing_ok=True)
+        if self.rank == 0:
+            from babelscope.errors import warn
+
+            for problem in problems:
+                warn(f"the SAE{f' in {out}' if out is not None else ''} probably learned nothing useful: {problem} "
+                     "(training.json records this as learned: false)")
+        self.result = TrainResult(saes[best], grid[best], grid, out, saes, companions[best] if companions else None)
+        return self.result
+
+
+def train_on_sources(runs: Sequence[HookTrainer], *, callback: Callable[[int, dict[str, Any]], None] | None = None
+                     ) -> list[TrainResult]:
+    """Train several hooks' SAEs in lock-step (one step of each in turn), so one LM pass feeds them all; each
+    checkpoints and finishes on its own. `callback(step, info)` runs after every step of every hook."""
+    from babelscope.progress import progress
+
+    for r in runs:
+        r.start()
+    active = [r for r in runs if not r.finished]
+    batch = runs[0].tcfg.batch_size if runs else 0
+    desc = (f"sae {runs[0].sae_cfg.arch} x{len(runs[0].runs)}" + (f" x{len(active)} hooks" if len(active) > 1 else "")
+            if runs else "sae")
+    bar = progress(total=sum(r.steps for r in active) * batch, initial=sum(r.step for r in active) * batch,
+                   desc=desc, unit="act", unit_scale=True)
+    while active:
+        for r in list(active):
+            r.train_step()
+            bar.update(batch)
+            if callback is not None:
+                callback(r.step, {"step": r.step, "steps": r.steps, "hook": r.hook})
+            if r.step >= r.steps:
+                r.finish()
+                active.remove(r)
+            elif r.step % r.every == 0:
+                r.save_checkpoint()
+    bar.close()
+    return [r.result for r in runs]
+
+
 def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae_cfg: SAEConfig, *,
                     out_dir: str | Path | None = None, resume: bool = False,
                     device: str | torch.device = "cpu",
@@ -261,166 +514,9 @@ def train_on_source(train_source: Any, val: torch.Tensor, tcfg: TrainConfig, sae
     `sae_cfg` gives arch, widths, hook and normalisation (its `scale` is estimated here when normalize is
     "scale"). `callback(step, info)` runs after every step (a sweep's logger; tests kill runs with it).
     """
-    from babelscope.progress import progress
-
-    out = Path(out_dir) if out_dir is not None else None
-    steps, lrs = tcfg.steps, tcfg.lrs
-    local_batch = tcfg.batch_size // world
-    if local_batch * world != tcfg.batch_size:
-        raise UserError(f"--batch-size {tcfg.batch_size} must be divisible by the number of processes ({world})")
-    warmup = min(tcfg.warmup_steps, max(1, steps // 10))
-    window = tcfg.dead_window or min(10_000_000, max(tcfg.tokens // 10, tcfg.batch_size))
-    every = tcfg.checkpoint_every or max(1, steps // 20)
-    val = val.to(device)
-    buffer = ShuffleBuffer(train_source, sae_cfg.d_in, size=tcfg.buffer_size, batch_size=local_batch,
-                           seed=tcfg.seed * 31 + rank, device=device)
-
-    # every (learning rate, seed) pair trains on the same batches; the companions (stability seed) come last
-    seeds = [tcfg.seed] + ([tcfg.stability_seed] if tcfg.stability_seed is not None else [])
-    runs = [(lr, seed) for seed in seeds for lr in lrs]
-    trainers = [make_trainer(_seeded(sae_cfg, seed), tcfg, device, seed) for _, seed in runs]
-    opts = [make_optimizer(t, lr, tcfg) for t, (lr, _) in zip(trainers, runs, strict=True)]
-    since = [torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device) for _ in runs]
-    step, history, t_train = 0, [], 0.0
-    mse_acc = torch.zeros(len(runs), device=device)  # summed MSE since the last logged step
-    fp = {**_fingerprint(tcfg, sae_cfg), "source": describe or {}}
-    ckpt = out / CHECKPOINT if out is not None else None
-
-    if resume and out is not None and not (ckpt and ckpt.is_file()):
-        done = _finished(out, fp, len(lrs))
-        if done is not None:
-            return done
-    if resume and ckpt is not None and ckpt.is_file():
-        from babelscope.inputs import load_torch
-
-        state = load_torch(ckpt, "SAE checkpoint")
-        if not isinstance(state, dict) or "fingerprint" not in state:
-            raise UserError("not an SAE training checkpoint; delete it to start over", path=ckpt)
-        check(state["fingerprint"], fp, where=ckpt, what="this checkpoint",
-              hint="use a new --out or drop --resume")
-        for t, o, s, ts in zip(trainers, opts, since, state["trainers"], strict=True):
-            t.load_state_dict(ts["model"])
-            o.load_state_dict(ts["opt"])
-            s.copy_(ts["since"])
-        sae_cfg = SAEConfig.from_dict(state["sae_cfg"])
-        for t, (_, seed) in zip(trainers, runs, strict=True):
-            t.cfg = _seeded(sae_cfg, seed)
-        buffer.load_state_dict(state["buffers"][rank])
-        step, history, t_train = state["step"], state["history"], state["t_train"]
-        mse_acc.copy_(state["mse_acc"])
-    else:
-        first = buffer.next_batch()
-        if first is None:
-            raise UserError("corpus too small: no training activations after the validation set (add documents, "
-                            "or lower --val-tokens or --model-batch-size: validation takes whole model batches)")
-        if sae_cfg.normalize == "scale":  # one fixed factor, from the validation rows (or the first batch)
-            scale = torch.tensor([scale_for(val if len(val) else first)], device=device)
-            broadcast_([scale], world)
-            sae_cfg = replace(sae_cfg, scale=float(scale))
-            for t, (_, seed) in zip(trainers, runs, strict=True):
-                t.cfg = _seeded(sae_cfg, seed)
-        u0 = normalize_batch(first, sae_cfg.normalize, sae_cfg.scale)
-        for t in trainers:
-            t.init_b_dec(u0)
-            broadcast_(list(t.parameters()), world)
-        buffer.ready = torch.cat([first, buffer.ready])  # the sample is trained on as well
-
-    def save_checkpoint() -> None:
-        buffers = [buffer.state_dict()]
-        if world > 1:
-            import torch.distributed as tdist
-
-            gathered: list[Any] = [None] * world if rank == 0 else []
-            tdist.gather_object(buffers[0], gathered if rank == 0 else None, dst=0)
-            buffers = gathered
-        if rank != 0 or ckpt is None:
-            return
-        state = {"fingerprint": fp, "sae_cfg": trainers[0].cfg.to_dict(), "step": step, "history": history,
-                 "t_train": t_train, "buffers": buffers, "mse_acc": mse_acc.cpu(),
-                 "trainers": [{"model": t.state_dict(), "opt": o.state_dict(), "since": s.cpu()}
-                              for t, o, s in zip(trainers, opts, since, strict=True)]}
-        with atomic_path(ckpt) as tmp:
-            torch.save(state, tmp)
-
-    tracker = Tracker(out, tcfg.report_to, step) if out is not None and rank == 0 else Tracker("", [])
-    bar = progress(total=steps * tcfg.batch_size, initial=step * tcfg.batch_size,
-                   desc=f"sae {sae_cfg.arch} x{len(runs)}", unit="act", unit_scale=True)
-    while step < steps:
-        x = buffer.next_batch()
-        have = torch.tensor([0.0 if x is None else 1.0])
-        all_reduce_([have], world, average=False)
-        if have.item() < world:
-            served = step * tcfg.batch_size
-            raise UserError(f"corpus too small: the stream ran out after {served} training activations, "
-                            f"--tokens asks {tcfg.tokens} (add documents, lower --tokens, or select more "
-                            "positions per context)")
-        t0 = time.perf_counter()
-        u = normalize_batch(x, sae_cfg.normalize, sae_cfg.scale)
-        for i, (tr, optim) in enumerate(zip(trainers, opts, strict=True)):
-            st = sae_step(tr, optim, u, since[i], lr=lr_at(step, runs[i][0], warmup),
-                          window=window if tcfg.auxk else None, tokens=tcfg.batch_size, world=world)
-            mse_acc[i] += st["mse"]
-        t_train += time.perf_counter() - t0
-        step += 1
-        bar.update(tcfg.batch_size)
-        if step % tcfg.log_every == 0 or step == steps:
-            n = (step - 1) % tcfg.log_every + 1
-            mses = (mse_acc / n).tolist()[:len(lrs)]  # the companions' losses are not logged
-            mse_acc.zero_()
-            history.append({"step": step, "mse": mses})
-            tracker.log(step, {_tag("train/mse", lr, lrs): m for lr, m in zip(lrs, mses, strict=True)})
-            bar.set_postfix(mse=f"{min(mses):.4g}")
-        if callback is not None:
-            callback(step, {"step": step, "steps": steps})
-        if step % every == 0 and step < steps:
-            save_checkpoint()
-    bar.close()
-
-    all_saes = [t.to_sae() for t in trainers]
-    all_metrics = [_validate(sae, val, s, window, world) | {"steps": step, "train_tokens": step * tcfg.batch_size}
-                   for sae, s in zip(all_saes, since, strict=True)]
-    saes, companions = all_saes[:len(lrs)], all_saes[len(lrs):]
-    learned = learning_report(saes, [tcfg.seed] * len(lrs), companions, tcfg.stability_seed)
-    grid = [{"lr": lr, **m, **extra} for lr, m, extra in zip(lrs, all_metrics[:len(lrs)], learned, strict=True)]
-    for g in grid:
-        tracker.log(step, {_tag(f"eval/{k}", g["lr"], lrs): g.get(k) for k in ("mse", "fve", "l0", "dead_fraction")})
-    tracker.close()
-    passes, per_pass = getattr(train_source, "passes", 0), getattr(train_source, "pass_rows", 0)
-    epochs = step * local_batch / per_pass if passes and per_pass else None  # None: within one pass
-    if epochs is not None and rank == 0:
-        print(f"babelscope: note: the corpus gives {per_pass * world} training activations per pass; training on "
-              f"{step * tcfg.batch_size} took {epochs:.2f} passes over it (epochs)", file=sys.stderr)
-    key = "mse" if len(val) else "dead_train_fraction"
-    best = min(range(len(lrs)), key=lambda i: (grid[i].get(key, math.inf), i))
-    rate = step * tcfg.batch_size / t_train if t_train else 0.0
-    problems = learning_problems(grid[best])
-    training = {"complete": True, "learned": not problems, "warnings": problems, "best_lr": lrs[best],
-                "metrics": grid[best], "lr_grid": grid,
-                "train": tcfg.to_dict(), "l1": relu_l1(tcfg, sae_cfg.d_in) if tcfg.arch == "relu" else None,
-                "dead_window": window, "warmup_steps": warmup, "world_size": world,
-                "sae_step_activations_per_s": rate, "sae_step_seconds": t_train, "history": history,
-                "source": describe or {}, "fingerprint": fp, "epochs": epochs,
-                "activations_per_pass": per_pass * world if passes else None}
-    if out is not None and rank == 0:
-        save_sae(saes[best], out, training)
-        if len(lrs) > 1:
-            for lr, sae, m in zip(lrs, saes, grid, strict=True):
-                save_sae(sae, out / "lr_grid" / f"lr-{lr:g}", {**training, "metrics": m, "lr": lr})
-        if companions:
-            own = {"lr": lrs[best], **all_metrics[len(lrs) + best],
-                   **learning_report([companions[best]], [int(tcfg.stability_seed)])[0]}
-            save_sae(companions[best], out / f"seed-{tcfg.stability_seed}",
-                     {**training, "metrics": own, "learned": not learning_problems(own),
-                      "warnings": learning_problems(own), "companion_of": str(out)})
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
-    if rank == 0:
-        from babelscope.errors import warn
-
-        for problem in problems:
-            warn(f"the SAE{f' in {out}' if out is not None else ''} probably learned nothing useful: {problem} "
-                 "(training.json records this as learned: false)")
-    return TrainResult(saes[best], grid[best], grid, out, saes, companions[best] if companions else None)
+    run = HookTrainer(train_source, val, tcfg, sae_cfg, out_dir=out_dir, resume=resume, device=device, rank=rank,
+                      world=world, describe=describe)
+    return train_on_sources([run], callback=callback)[0]
 
 
 def _validate(sae: SAE, val: torch.Tensor, since: torch.Tensor, window: int, world: int) -> dict[str, Any]:
@@ -496,83 +592,204 @@ def _dataset_path(data: Any) -> str:
     return str(paths[0]) if len(paths) == 1 else os.path.commonpath(paths)
 
 
-def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = None, *,
-              config: TrainConfig | None = None, tokenizer: Any = None, cache_dir: str | Path | None = None,
-              resume: bool = False, device: str = "cpu", threads: int | None = None,
-              callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
-    """Train SAE(s) on `hook` of `model` (a model dir, or an HF model with `tokenizer`) over `data`.
+def expand_hooks(model: Any, hook: str | Sequence[str] | None = None, layers: str | None = None,
+                 site: str = "resid_post") -> list[str]:
+    """The hook points to train, checked against `model`: a comma list (or list) of names, `layers.last.*` or a
+    negative layer counted from the top, or `layers` ('all' or indices) at `site`; one of the two is needed."""
+    from babelscope.models.hooks import decoder_layers, from_top, parse_hook
+
+    n = len(decoder_layers(model))
+    if (hook is None) == (layers is None):
+        raise UserError("give the hook points with --hook (comma-separated) or --layers with --site, not both")
+    if layers is not None:
+        if str(layers).strip() == "all":
+            idx = list(range(n))
+        else:
+            try:
+                idx = [int(x) for x in str(layers).split(",") if x.strip()]
+            except ValueError:
+                raise UserError(f"--layers expects 'all' or comma-separated layer indices, got '{layers}'") from None
+        names = [f"layers.{i}.{site}" for i in idx]
+    else:
+        names = [h.strip() for h in (hook.split(",") if isinstance(hook, str) else hook) if h.strip()]
+    out = []
+    for name in names:
+        name = from_top(name, n)  # a recipe names the last layer
+        parse_hook(model, name)
+        out.append(name)
+    if not out:
+        raise UserError("no hook points given")
+    if len({parse_hook(model, h) for h in out}) < len(out):
+        raise UserError(f"a hook point is named twice: {', '.join(out)}")
+    return out
+
+
+def hook_dirs(out: str | Path | None, hooks: Sequence[str]) -> dict[str, Path | None]:
+    """Where each hook's SAE goes: OUT itself for one hook, OUT/<hook> (babelscope spelling) for several."""
+    from babelscope.models.hooks import HookPoint
+
+    if out is None:
+        return dict.fromkeys(hooks)
+    if len(hooks) == 1:
+        return {hooks[0]: Path(out)}
+    return {h: Path(out) / HookPoint.parse(h).format() for h in hooks}
+
+
+def train_saes(model: Any, hooks: str | Sequence[str] | None, data: Any,
+               out_dirs: Mapping[str, str | Path | None] | str | Path | None = None, *, layers: str | None = None,
+               site: str = "resid_post", config: TrainConfig | None = None, tokenizer: Any = None,
+               cache_dir: str | Path | Mapping[str, str | Path] | None = None, resume: bool = False,
+               device: str = "cpu", threads: int | None = None, distribute: str = "data",
+               callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any
+               ) -> dict[str, TrainResult]:
+    """Train SAE(s) on every hook of `model` (a model dir, or an HF model with `tokenizer`) from ONE pass over `data`.
 
     `data`: corpus paths, a list of records or a callable returning records. Keyword overrides set TrainConfig
-    fields (arch, k, tokens, lrs, ...). With `cache_dir`, activations are computed once into .npy shards and
-    every later run with the same settings trains from them. Returns the best SAE, its metrics and the grid.
+    fields (arch, k, tokens, lrs, ...). `hooks` as `expand_hooks` reads them (or `layers` at `site`). `out_dirs`
+    maps each hook to its SAE directory, or is one directory (`hook_dirs`: one hook -> it, several -> OUT/<hook>). With
+    `cache_dir` (one directory, or one per hook), activations are computed once into .npy shards and every later
+    run with the same settings trains from them. Under torchrun, `distribute` is "data" (every rank reads its
+    share of the documents, gradients are all-reduced), "hooks" (hooks dealt to ranks, each rank reads every
+    document for its own; no collectives) or "none" (this process alone). Returns hook -> result, for the hooks
+    this process trained.
     """
     from babelscope.files import check_output, sweep_stale
-    from babelscope.inputs import check_torch_file
     from babelscope.models import load_model, resolve_device
+    from babelscope.models.contexts import lm_autocast, resolve_precision
     from babelscope.models.fingerprint import model_fingerprint
-    from babelscope.models.hooks import hook_width, parse_hook
+    from babelscope.models.hooks import hook_width
 
     tcfg = replace(config or TrainConfig(), **overrides)
-    if out_dir is not None:
-        check_output(out_dir, directory=True, what="SAE directory")
-        if resume and (Path(out_dir) / CHECKPOINT).is_file():
-            check_torch_file(Path(out_dir) / CHECKPOINT, "SAE checkpoint")
+    given = [Path(p) for p in (out_dirs.values() if isinstance(out_dirs, Mapping) else [out_dirs]) if p is not None]
+    _check_outputs(given, resume)  # before the model loads
     records = _record_source(data, tcfg.text_field)
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device)
-    d = dist.init(device)
-    rank, world = d.rank, d.world
+    d = dist.init(device) if distribute != "none" else dist.Dist()
     if d.enabled and device.startswith("cuda"):
         device = f"cuda:{d.local_rank}"
-    if out_dir is not None and rank == 0:
-        sweep_stale(out_dir)
     model_name = str(model) if isinstance(model, str | Path) else getattr(model, "name_or_path", "")
     model_id = identify(model) if isinstance(model, str | Path) else model_name  # what a resume must match
     if isinstance(model, str | Path):
         model, tokenizer = load_model(model, device=device)
     elif tokenizer is None:
-        raise UserError("train_sae needs `tokenizer` when given a model object")
-    parse_hook(model, hook)
-    d_in = hook_width(model, hook)
-    if out_dir is not None and rank == 0:  # the SAEs and their checkpoint (weights, Adam moments, the buffer)
-        weights = 4 * 2 * d_in * (tcfg.d_sae or tcfg.expansion * d_in) * (len(tcfg.lrs) + 1)
-        check_output(out_dir, directory=True, what="SAE directory", need=4 * weights + 8 * d_in * tcfg.buffer_size)
-    if cache_dir is not None and rank == 0 and not (Path(cache_dir) / "cache.json").exists():
-        check_output(cache_dir, directory=True, what="activation cache", need=4 * d_in * (tcfg.val_tokens + tcfg.tokens))
+        raise UserError("train_saes needs `tokenizer` when given a model object")
+    hooks = expand_hooks(model, hooks, layers, site)
+    out_dirs = dict(out_dirs) if isinstance(out_dirs, Mapping) else hook_dirs(out_dirs, hooks)
+    if distribute == "hooks" and d.enabled:
+        hooks = hooks[d.rank::d.world]
+        rank, world = 0, 1
+    else:
+        rank, world = d.rank, d.world
+    _check_outputs([Path(out_dirs[h]) for h in hooks if out_dirs.get(h) is not None], resume)
     positions: Positions = parse_positions(tcfg.positions)
+    precision = resolve_precision(tcfg.precision, device)
     fingerprint = model_fingerprint(model)
-    sae_cfg = SAEConfig(arch=tcfg.arch, d_in=d_in, d_sae=tcfg.d_sae or tcfg.expansion * d_in,
-                        k=tcfg.k if tcfg.arch == "topk" else None, hook_name=hook, model=model_name,
-                        model_fingerprint=fingerprint, normalize=tcfg.normalize, context_size=tcfg.context_size,
-                        extra={"positions": str(positions), "seed": tcfg.seed, "dataset_path": _dataset_path(data)})
-    describe = {"model": model_id, "model_fingerprint": fingerprint, "hook": hook, "positions": str(positions),
-                "context_size": tcfg.context_size, "seed": tcfg.seed}
-    if isinstance(data, list | tuple) and data and isinstance(data[0], str | Path):
-        describe["data"] = identify(list(data))
+    paths = isinstance(data, list | tuple) and data and isinstance(data[0], str | Path)
+    data_id = identify(list(data)) if paths else None  # the corpus files' content, hashed once for all hooks
+    runs: dict[str, tuple[SAEConfig, dict[str, Any]]] = {}
+    results: dict[str, TrainResult] = {}
+    for hook in hooks:
+        d_in = hook_width(model, hook)
+        sae_cfg = SAEConfig(arch=tcfg.arch, d_in=d_in, d_sae=tcfg.d_sae or tcfg.expansion * d_in,
+                            k=tcfg.k if tcfg.arch == "topk" else None, hook_name=hook, model=model_name,
+                            model_fingerprint=fingerprint, normalize=tcfg.normalize, context_size=tcfg.context_size,
+                            extra={"positions": str(positions), "seed": tcfg.seed,
+                                   "dataset_path": _dataset_path(data)})
+        describe = {"model": model_id, "model_fingerprint": fingerprint, "hook": hook, "positions": str(positions),
+                    "context_size": tcfg.context_size, "seed": tcfg.seed}
+        if data_id is not None:
+            describe["data"] = data_id
+        if precision != "fp32":
+            describe["precision"] = precision
+        out = out_dirs.get(hook)
+        if out is not None and rank == 0:  # the SAEs and their checkpoint (weights, Adam moments, the buffer)
+            sweep_stale(out)
+            weights = 4 * 2 * d_in * sae_cfg.d_sae * (len(tcfg.lrs) + 1)
+            check_output(out, directory=True, what="SAE directory", need=4 * weights + 8 * d_in * tcfg.buffer_size)
+        done = _finished(Path(out), _fingerprint(tcfg, sae_cfg, describe), len(tcfg.lrs)) if resume and out else None
+        if done is not None and not (Path(out) / CHECKPOINT).is_file():
+            results[hook] = done  # finished earlier: its layer is not computed again
+        else:
+            runs[hook] = (sae_cfg, describe)
+    if not runs:
+        return results
+    todo = list(runs)
 
-    def model_source(r: int, w: int) -> ModelSource:
-        return ModelSource(model, tokenizer, records, hook, positions=positions, context_size=tcfg.context_size,
-                           batch_size=tcfg.model_batch_size, seed=tcfg.seed, rank=r, world=w, device=device)
+    def shared_pass(r: int, w: int) -> SharedPass:
+        return SharedPass(model, tokenizer, records, todo, positions=positions, context_size=tcfg.context_size,
+                          batch_size=tcfg.model_batch_size, seed=tcfg.seed, rank=r, world=w, device=device,
+                          autocast=lm_autocast(precision, device))
 
+    sources: dict[str, tuple[Any, torch.Tensor]] = {}
     if cache_dir is not None:
+        caches = (dict(cache_dir) if isinstance(cache_dir, Mapping)
+                  else {h: Path(cache_dir) if len(todo) == 1 else Path(cache_dir) / p.name
+                        for h, p in hook_dirs(cache_dir, todo).items()})
         need = tcfg.val_tokens + tcfg.tokens
         if rank == 0:  # a corpus short of `need` is cached whole and trained on in epochs
-            build_cache(model_source(0, 1), cache_dir, need, describe=describe,
-                        min_rows=tcfg.val_tokens + tcfg.batch_size)
-        dist.barrier(d)
-        rows = read_cache_meta(cache_dir)["rows"]
-        per_v, per_t = tcfg.val_tokens // world, min(tcfg.tokens, rows - tcfg.val_tokens) // world
-        v0, t0 = rank * per_v, tcfg.val_tokens + rank * per_t
-        val = take(CacheSource(cache_dir, v0, v0 + per_v, device=device), per_v)
-        source: Any = CacheSource(cache_dir, t0, t0 + per_t, device=device, loop=rows < need)
+            for h in todo:
+                if not (Path(caches[h]) / "cache.json").exists():
+                    check_output(caches[h], directory=True, what="activation cache",
+                                 need=4 * runs[h][0].d_in * need)
+            build_caches(shared_pass(0, 1), {h: caches[h] for h in todo}, need,
+                         describe={h: runs[h][1] for h in todo}, min_rows=tcfg.val_tokens + tcfg.batch_size)
+        if world > 1:
+            dist.barrier(d)
+        for h in todo:
+            rows = read_cache_meta(caches[h])["rows"]
+            per_v, per_t = tcfg.val_tokens // world, min(tcfg.tokens, rows - tcfg.val_tokens) // world
+            v0, t0 = rank * per_v, tcfg.val_tokens + rank * per_t
+            val = take(CacheSource(caches[h], v0, v0 + per_v, device=device), per_v)
+            sources[h] = (CacheSource(caches[h], t0, t0 + per_t, device=device, loop=rows < need), val)
     else:
-        source = model_source(rank, world)
+        shared = shared_pass(rank, world)
         val_n = tcfg.val_tokens // world
-        val = take(source, val_n) if val_n else torch.empty(0, d_in, device=device)
-        if len(val) < val_n:
-            raise CorpusTooSmall(f"corpus too small: it gave {len(val)} activations, the validation set alone "
-                                 f"needs {val_n} (add documents or lower --val-tokens)", len(val), val_n)
-        source.repeat_from_here()  # a small corpus is read again (epochs), never its validation documents
-    return train_on_source(source, val, tcfg, sae_cfg, out_dir=out_dir, resume=resume, device=device,
-                           callback=callback, rank=rank, world=world, describe=describe)
+        for h in todo:
+            view = shared.view(h)
+            val = take(view, val_n) if val_n else torch.empty(0, view.d_in, device=device)
+            if len(val) < val_n:
+                raise CorpusTooSmall(f"corpus too small: it gave {len(val)} activations, the validation set alone "
+                                     f"needs {val_n} (add documents or lower --val-tokens)", len(val), val_n)
+            view.repeat_from_here()  # a small corpus is read again (epochs), never its validation documents
+            sources[h] = (view, val)
+    trainers = [HookTrainer(sources[h][0], sources[h][1], tcfg, runs[h][0], out_dir=out_dirs.get(h), resume=resume,
+                            device=device, rank=rank, world=world, describe=runs[h][1]) for h in todo]
+    for h, res in zip(todo, train_on_sources(trainers, callback=callback), strict=True):
+        results[h] = res
+    return {h: results[h] for h in hooks}
+
+
+def _check_outputs(dirs: Sequence[Path], resume: bool) -> None:
+    """Each SAE directory can be written and, when resuming, its checkpoint is a whole file."""
+    from babelscope.files import check_output
+    from babelscope.inputs import check_torch_file
+
+    for out in dirs:
+        check_output(out, directory=True, what="SAE directory")
+        if resume and (out / CHECKPOINT).is_file():
+            check_torch_file(out / CHECKPOINT, "SAE checkpoint")
+
+
+def train_sae(model: Any, hook: str, data: Any, out_dir: str | Path | None = None, *,
+              config: TrainConfig | None = None, tokenizer: Any = None, cache_dir: str | Path | None = None,
+              resume: bool = False, device: str = "cpu", threads: int | None = None,
+              callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
+    """Train SAE(s) on one `hook` of `model` over `data` (see `train_saes`); returns the best SAE, its metrics and
+    the grid."""
+    return train_saes(model, [hook], data, {hook: out_dir}, config=config, tokenizer=tokenizer, cache_dir=cache_dir,
+                      resume=resume, device=device, threads=threads, callback=callback, **overrides)[hook]
+
+
+def train_from_settings(cfg: SAETrainSettings) -> dict[str, TrainResult]:
+    """`babelscope sae train` and the recipes' sae stage: the hooks of --hook (or --layers at --site), all trained
+    from one pass of the model; returns hook -> result for the hooks this process trained."""
+    from babelscope.manifest import manifest
+    from babelscope.settings import as_dict, narrow
+
+    tcfg = narrow(cfg, TrainConfig)
+    tcfg.extra = {"manifest": manifest("sae train", as_dict(cfg))}
+    return train_saes(cfg.model, cfg.hook, list(cfg.data), cfg.out, layers=cfg.layers, site=cfg.site, config=tcfg,
+                      cache_dir=cfg.cache, resume=cfg.resume, device=cfg.device, threads=cfg.threads,
+                      distribute=cfg.distribute)
