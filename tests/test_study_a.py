@@ -97,3 +97,12 @@ def test_study_b_gates_each_claim_on_the_cells_it_reads(tmp_path):
     assert problems == {("run", "step-1", 0): ["kept its init"], ("run", "step-1", 1): [], ("run", "final", 0): []}
     assert "step-1 layer 0: kept its init" in _why(problems, rows[:2])
     assert _why(problems, rows[1:]) == ""
+
+
+def test_study_b_mixed_counts_share_the_denominator_of_the_mixed_share():
+    from babelscope.recipes.study_b import _mixed
+
+    row = {"n_alive": 256, "n_classified": 221, "n_mixed": 99, "mixed_share": 99 / 221}
+    k, n = _mixed(row)
+    assert (k, n) == (99, 221) and k / n == row["mixed_share"]
+    assert _mixed({"n_alive": 100, "mixed_share": 0.25}) == (25, 100)  # rows from before the minimum sample

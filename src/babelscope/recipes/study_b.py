@@ -137,8 +137,10 @@ def _measures(sweep: Path, row: dict) -> dict[str, np.ndarray]:
 
 
 def _mixed(row: dict) -> tuple[int, int]:
-    """(mixed features, classified features) of a cell."""
-    return int(row.get("n_mixed", round(row["mixed_share"] * row["n_alive"]))), int(row["n_alive"])
+    """(mixed features, classified features) of a cell: the counts its mixed share is the ratio of (features with
+    too few activations to classify are in neither)."""
+    n = int(row.get("n_classified", row["n_alive"]))
+    return int(row.get("n_mixed", round(row["mixed_share"] * n))), n
 
 
 def summarize_study_b(cfg: StudyBConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
