@@ -6,7 +6,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from babelscope.recipes.study_a import StudyAConfig, _detector_claim, claim, gate, tsea_selection
+from babelscope.recipes.study_a import StudyAConfig, _detector_claim, claim, gate, not_learned, tsea_selection
 
 
 def _tsea_dir(d, q, gap, *, pair=("arabic_names", "english_names"), threshold=2.0):
@@ -42,22 +42,23 @@ def _truth(detectors, random, n=1000):
 
 def test_detector_claim_verdicts():
     cfg = StudyAConfig(out="x")
-    learned = {"base": {"learned": True, "warnings": []}, "cp": {"learned": True, "warnings": []}}
+    learned = not_learned({"base": [], "cp": []})
+    assert learned == ""
     # 60 vs 5 of 1000 with 3 random-direction detectors: the difference is clear -> reproduced
-    row = _detector_claim(cfg, learned, {"base": _truth(60, 3), "cp": _truth(5, 2)})
+    row = _detector_claim(cfg, {"base": _truth(60, 3), "cp": _truth(5, 2)}, learned)
     assert row["id"] == "A5" and row["verdict"] == "reproduced"
     assert row["ours"]["base"] == 60 and row["ours"]["low"] > 0
     # the base model's detectors do not beat random directions: the premise fails -> not reproduced
-    row = _detector_claim(cfg, learned, {"base": _truth(60, 80), "cp": _truth(5, 2)})
+    row = _detector_claim(cfg, {"base": _truth(60, 80), "cp": _truth(5, 2)}, learned)
     assert row["verdict"] == "not reproduced" and "do not outnumber random" in row["note"]
     # 6 vs 5: indistinguishable -> inconclusive
-    assert _detector_claim(cfg, learned, {"base": _truth(6, 0), "cp": _truth(5, 0)})["verdict"] == \
+    assert _detector_claim(cfg, {"base": _truth(6, 0), "cp": _truth(5, 0)}, learned)["verdict"] == \
         "inconclusive at this scale"
     # no spans in the stores -> not run
-    assert _detector_claim(cfg, learned, {"base": None, "cp": None})["verdict"] == "not run"
+    assert _detector_claim(cfg, {"base": None, "cp": None}, learned)["verdict"] == "not run"
     # an SAE that did not learn makes any verdict inconclusive, and the note says which and why
-    bad = {**learned, "cp": {"learned": False, "warnings": ["its decoder rows kept a median cosine of 0.97"]}}
-    row = _detector_claim(cfg, bad, {"base": _truth(60, 3), "cp": _truth(5, 2)})
+    bad = not_learned({"base": [], "cp": ["its decoder rows kept a median cosine of 0.97"]})
+    row = _detector_claim(cfg, {"base": _truth(60, 3), "cp": _truth(5, 2)}, bad)
     assert row["verdict"] == "inconclusive at this scale" and "cp: its decoder rows kept" in row["note"]
 
 

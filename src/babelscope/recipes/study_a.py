@@ -114,7 +114,8 @@ def summarize_study_a(cfg: StudyAConfig, log: Callable[[str], None] = print) -> 
     ]
     learning = _learning(cfg)
     truth = {name: _ground_truth(cfg, name) for name in (cfg.base, cfg.cp) if name in cfg.features}
-    claims += [_tsea_claim(cfg, learning, truth), _detector_claim(cfg, learning, truth)]
+    why = not_learned({name: s["warnings"] for name, s in learning.items()})
+    claims += [_tsea_claim(cfg, truth, why), _detector_claim(cfg, truth, why)]
     models = {name: {"losses": losses.get("losses", {}).get(name), "marks": marks.get(name),
                      "sae": learning.get(name), "ground_truth": truth.get(name),
                      "tsea": _tsea_counts(cfg.tsea[name]) if name in cfg.tsea else None}
@@ -160,12 +161,11 @@ def _quality_claim(cfg: StudyAConfig, losses: dict) -> dict[str, Any]:
     return claim("A3", text, paper_text, None, "positive", "neither a judge nor held-out losses were computed")
 
 
-def _tsea_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
-                truth: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+def _tsea_claim(cfg: StudyAConfig, truth: dict[str, dict[str, Any] | None], why: str) -> dict[str, Any]:
     """English-name-biased features (TSEA against null directions), base vs CP: the calibrated counts of
     `analysis.name_bias`, the difference of shares (base - CP) under the first null family as the number; the
     base SAE's selection checked against storyworld's English-name detectors; inconclusive when an SAE did not
-    learn."""
+    learn (`why`)."""
     from babelscope.analysis.name_bias import name_bias_findings
 
     text = "English-name-biased SAE features (TSEA) largely disappear after continual pre-training"
@@ -189,7 +189,7 @@ def _tsea_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
     row = claim("A4", text, paper, ours, "positive", "; ".join(notes))
     row["verdict"] = FROM_FINDINGS.get(findings.get("verdict"), row["verdict"])
     row["findings"] = findings
-    return gate(row, not_learned({n: s["warnings"] for n, s in learning.items()}))
+    return gate(row, why)
 
 
 def gate(row: dict[str, Any], why: str) -> dict[str, Any]:
@@ -253,12 +253,11 @@ def _ground_truth(cfg: StudyAConfig, name: str) -> dict[str, Any] | None:
     return out
 
 
-def _detector_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
-                    truth: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+def _detector_claim(cfg: StudyAConfig, truth: dict[str, dict[str, Any] | None], why: str) -> dict[str, Any]:
     """The same claim judged by storyworld's ground truth rather than logit weights: the share of features that
     detect English-origin name tokens (selective: >= 80% of their strong activations on such tokens), base - CP,
     with Newcombe's interval; not reproduced when the base model's detectors do not outnumber random directions
-    as sparse as its features."""
+    as sparse as its features; inconclusive when an SAE did not learn (`why`)."""
     text = "... judged by storyworld's ground truth: fewer features detect English-origin names after CP"
     paper = "not measured (the paper has no ground truth)"
     b, c = truth.get(cfg.base), truth.get(cfg.cp)
@@ -277,7 +276,7 @@ def _detector_claim(cfg: StudyAConfig, learning: dict[str, dict[str, Any]],
     if kb.get("random") is not None and kb["detectors"] <= kb["random"]:
         row["verdict"] = NOT_REPRODUCED
         row["note"] += f"; {cfg.base}'s detectors do not outnumber random directions"
-    return gate(row, not_learned({n: s["warnings"] for n, s in learning.items()}))
+    return gate(row, why)
 
 
 FROM_FINDINGS = {"supported": REPRODUCED, "not supported": NOT_REPRODUCED, "inconclusive at this scale": INCONCLUSIVE}
