@@ -15,9 +15,12 @@ def _tsea_dir(d, q, gap, *, pair=("arabic_names", "english_names"), threshold=2.
     n = len(q)
     favours = ["english_names" if g > 0 else "arabic_names" for g in gap]
     pq.write_table(pa.table({"feature": pa.array(range(n), pa.int32()), "family": ["untrained"] * n,
-                             "gap": gap, "q_value": q, "favours": favours}), d / "calibrated.parquet")
-    (d / "meta.json").write_text(json.dumps({"scatter_pair": list(pair), "threshold": threshold,
-                                             "null": {"primary": "untrained", "level": 0.05}}))
+                             "gap": gap, "p_value": q, "q_value": q, "favours": favours}), d / "calibrated.parquet")
+    pq.write_table(pa.table({"feature": pa.array([i for i in range(n) for _ in pair], pa.int32()),
+                             "set": list(pair) * n, "score": [0.0] * 2 * n, "log_score": [0.0] * 2 * n}),
+                   d / "tsea.parquet")
+    (d / "meta.json").write_text(json.dumps({"scatter_pair": list(pair), "threshold": threshold, "n_features": n,
+                                             "sets": list(pair), "null": {"primary": "untrained", "level": 0.05}}))
     return d
 
 
@@ -88,13 +91,11 @@ def test_study_b_gates_each_claim_on_the_cells_it_reads(tmp_path):
 
     rows = []
     for ckpt, layer, warnings in (("step-1", 0, ["kept its init"]), ("step-1", 1, []), ("final", 0, [])):
-        cell = tmp_path / "cells" / "run" / ckpt / f"layer-{layer}"
-        (cell / "sae").mkdir(parents=True)
-        rows.append({"run": "run", "checkpoint": ckpt, "layer": layer})
-        (cell / "summary.json").write_text(json.dumps(rows[-1]))
-        (cell / "sae" / "cfg.json").write_text("{}")
-        (cell / "sae" / "training.json").write_text(json.dumps({"warnings": warnings}))
-    problems = cell_problems(tmp_path)
+        rows.append({"run": "run", "checkpoint": ckpt, "layer": layer, "step": 1, "train_tokens": 64})
+        sae = tmp_path / "cells" / "run" / ckpt / f"layer-{layer}" / "sae"
+        sae.mkdir(parents=True)
+        (sae / "training.json").write_text(json.dumps({"warnings": warnings}))
+    problems = cell_problems(tmp_path, rows)
     assert problems == {("run", "step-1", 0): ["kept its init"], ("run", "step-1", 1): [], ("run", "final", 0): []}
     assert "step-1 layer 0: kept its init" in _why(problems, rows[:2])
     assert _why(problems, rows[1:]) == ""

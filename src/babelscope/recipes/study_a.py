@@ -214,22 +214,19 @@ def _agreement_line(name: str, a: dict[str, Any]) -> str:
 def tsea_selection(tsea_dir: str | Path, english: str = "english_names") -> tuple[list[int], str]:
     """The features a TSEA output calls English-biased, and the rule: those its primary null family flags
     (favours `english`, q below the level); when it flags none, the study's rule (gap beyond the threshold)."""
-    import pyarrow.parquet as pq
+    from babelscope.report.tsea import read_tables
 
-    d = Path(tsea_dir)
-    meta = _read_json(str(d / "meta.json")) or {}
-    null = meta.get("null") or {}
-    if not (d / "calibrated.parquet").is_file() or not null:
+    tables = read_tables(tsea_dir)
+    meta, null = tables["meta"], tables["meta"].get("null") or {}
+    cal = tables["calibrated"].get(null.get("primary"))
+    if cal is None:
         return [], "no calibrated test"
-    t = pq.read_table(d / "calibrated.parquet").to_pydict()
-    rows = [i for i, fam in enumerate(t["family"]) if fam == null["primary"]]
-    flagged = [int(t["feature"][i]) for i in rows
-               if t["favours"][i] == english and t["q_value"][i] < null["level"]]
-    if flagged:
-        return flagged, f"q < {null['level']:g} against the {null['primary']} null"
+    features = cal["feature"].astype(int)
+    flagged = features[(cal["favours"] == english) & (cal["q_value"] < null["level"])]
+    if len(flagged):
+        return flagged.tolist(), f"q < {null['level']:g} against the {null['primary']} null"
     sign = 1.0 if (meta.get("scatter_pair") or [None, english])[1] == english else -1.0
-    gap_beyond = [int(t["feature"][i]) for i in rows if sign * t["gap"][i] > meta["threshold"]]
-    return gap_beyond, f"gap > {meta['threshold']:g} from the diagonal"
+    return features[sign * cal["gap"] > meta["threshold"]].tolist(), f"gap > {meta['threshold']:g} from the diagonal"
 
 
 def _ground_truth(cfg: StudyAConfig, name: str) -> dict[str, Any] | None:

@@ -62,18 +62,22 @@ def sweep_rows(sweep: str | Path) -> list[dict]:
     return rows
 
 
-def cell_problems(sweep: str | Path) -> dict[tuple[str, str, int], list[str]]:
-    """Per swept cell (run, checkpoint, layer): why its SAE probably did not learn (training.json's warnings;
-    empty when it learned)."""
+def _cell(sweep: Path, row: dict) -> Path:
+    """The directory of a sweep row's cell."""
+    from babelscope.recipes.sweep import Checkpoint, cell_dir
+
+    return cell_dir(sweep, Checkpoint(row["run"], row["checkpoint"], Path(), row["step"], row["train_tokens"]),
+                    row["layer"])
+
+
+def cell_problems(sweep: str | Path, rows: list[dict]) -> dict[tuple[str, str, int], list[str]]:
+    """Per swept cell of `rows` (run, checkpoint, layer): why its SAE probably did not learn (training.json's
+    warnings; empty when it learned or records nothing)."""
     from babelscope.sae.io import read_training
 
-    out = {}
-    for summary in (Path(sweep) / "cells").rglob("summary.json"):
-        cell = summary.parent
-        if (cell / "sae" / "cfg.json").is_file():
-            row = json.loads(summary.read_text(encoding="utf-8"))
-            out[(row["run"], row["checkpoint"], int(row["layer"]))] = read_training(cell / "sae").get("warnings", [])
-    return out
+    sweep = Path(sweep)
+    return {(r["run"], r["checkpoint"], int(r["layer"])): read_training(_cell(sweep, r) / "sae").get("warnings", [])
+            for r in rows}
 
 
 def _why(problems: dict[tuple[str, str, int], list[str]], rows: list[dict]) -> str:
@@ -129,10 +133,7 @@ def _measures(sweep: Path, row: dict) -> dict[str, np.ndarray]:
     """A cell's per-feature measures (measures.parquet) as arrays."""
     import pyarrow.parquet as pq
 
-    from babelscope.recipes.sweep import Checkpoint, cell_dir
-
-    c = Checkpoint(row["run"], row["checkpoint"], Path(), row["step"], row["train_tokens"])
-    table = pq.read_table(cell_dir(sweep, c, row["layer"]) / "measures.parquet").to_pydict()
+    table = pq.read_table(_cell(sweep, row) / "measures.parquet").to_pydict()
     return {k: np.asarray(v) for k, v in table.items()}
 
 
@@ -154,7 +155,7 @@ def summarize_study_b(cfg: StudyBConfig, log: Callable[[str], None] = print) -> 
     n_layers = int(mine[0]["n_layers"])
     layer = middle_layer(mine) if cfg.layer is None else cfg.layer
     traj = sorted((r for r in mine if r["layer"] == layer), key=lambda r: r["train_tokens"])
-    problems = cell_problems(sweep)
+    problems = cell_problems(sweep, rows)
     claims = []
     first, last = traj[0], traj[-1]
     low = min(traj[1:-1] or traj[1:], key=lambda r: r["mixed_share"]) if len(traj) > 1 else first
