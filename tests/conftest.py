@@ -85,3 +85,12 @@ def story_model_dir(tmp_path_factory, story_records):
                               context=128, batch_size=8, lr=3e-3, max_steps=250, eval_every=250, eval_batches=4,
                               warmup=0.05, cache_dir=str(root / "cache")))
     return final
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny SAE problems run on one thread: thread hand-off costs more than it gains on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -52,6 +52,20 @@ def random_sae(d_in: int, d_sae: int, k: int = 4, seed: int = 0, hook: str = "la
     return sae.eval()
 
 
+
+def save_spread_sae(model_dir, out: Path, hook: str = "layers.1.mlp.act") -> None:
+    """Save a TopK SAE (64 -> 32, k 4) for the tiny model with a large random encoder, so that its features
+    fire on varied tokens: the analysis commands' tests read it."""
+    from babelscope.sae.base import SAE, SAEConfig
+    from babelscope.sae.io import save_sae
+
+    sae = SAE(SAEConfig(arch="topk", d_in=64, d_sae=32, k=4, hook_name=hook, model=str(model_dir), normalize="l2"))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(64, 32, generator=g) * 3)
+        sae.W_dec.copy_(torch.randn(32, 64, generator=g))
+    save_sae(sae, out)
+
 _DRIVER = textwrap.dedent("""
     import os, sys
     import torch

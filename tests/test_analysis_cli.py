@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from babelscope.cli import main
 from babelscope.corpus import write_corpus
+from helpers import save_spread_sae
 
 HOOK = "layers.1.mlp.act"
 pytestmark = pytest.mark.slow
@@ -22,17 +22,8 @@ def _run(argv: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def saved(tiny_model_dir, bilingual_records, tmp_path_factory):
-    from babelscope.sae.base import SAE, SAEConfig
-    from babelscope.sae.io import save_sae
-
     out = tmp_path_factory.mktemp("cli")
-    sae = SAE(SAEConfig(arch="topk", d_in=64, d_sae=32, k=4, hook_name=HOOK, model=str(tiny_model_dir),
-                        normalize="l2"))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(64, 32, generator=g) * 3)
-        sae.W_dec.copy_(torch.randn(32, 64, generator=g))
-    save_sae(sae, out / "sae")
+    save_spread_sae(tiny_model_dir, out / "sae", HOOK)
     write_corpus(out / "corpus.jsonl", bilingual_records[:80])
     return out
 

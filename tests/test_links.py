@@ -5,11 +5,10 @@ import json
 import re
 
 import pytest
-import torch
 
 from babelscope.corpus import write_corpus
 from babelscope.report.links import dead_links, link_features, page_links
-from helpers import run_cli
+from helpers import run_cli, save_spread_sae
 
 HOOK = "layers.1.mlp.act"
 
@@ -38,17 +37,8 @@ def test_link_features_links_only_where_a_page_exists():
 def run(tiny_model_dir, bilingual_records, tmp_path_factory):
     """A small end-to-end run of the analysis commands: a saved SAE, a feature store, TSEA and a site built for
     three scattered features with the TSEA pages."""
-    from babelscope.sae.base import SAE, SAEConfig
-    from babelscope.sae.io import save_sae
-
     out = tmp_path_factory.mktemp("links")
-    sae = SAE(SAEConfig(arch="topk", d_in=64, d_sae=32, k=4, hook_name=HOOK, model=str(tiny_model_dir),
-                        normalize="l2"))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(64, 32, generator=g) * 3)
-        sae.W_dec.copy_(torch.randn(32, 64, generator=g))
-    save_sae(sae, out / "sae")
+    save_spread_sae(tiny_model_dir, out / "sae", HOOK)
     write_corpus(out / "corpus.jsonl", bilingual_records[:60])
     (out / "animals.txt").write_text("cat\ndog\nsun\nmat\n", encoding="utf-8")
     common = ["--model", tiny_model_dir, "--sae", out / "sae", "--device", "cpu"]

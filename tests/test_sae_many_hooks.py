@@ -10,18 +10,12 @@ from babelscope.errors import UserError
 from babelscope.sae import load_sae, read_training
 from babelscope.sae.train import expand_hooks, hook_dirs, train_sae, train_saes
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 HOOKS = ["layers.0.resid_post", "layers.1.mlp.act", "layers.1.resid_post"]
 KW = {"tokens": 2048, "batch_size": 128, "buffer_size": 512, "val_tokens": 256, "expansion": 2, "k": 4,
       "positions": "all", "context_size": 32, "model_batch_size": 16, "lrs": (1e-3, 3e-3), "checkpoint_every": 4,
       "warmup_steps": 2}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

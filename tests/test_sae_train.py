@@ -17,6 +17,8 @@ from babelscope.sae.metrics import evaluate_sae, loss_recovered, reconstruction_
 from babelscope.sae.train import TrainConfig, train_on_source, train_sae
 from babelscope.serve.background import free_port
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _low_rank_acts(n: int = 12_000, d: int = 16, seed: int = 0) -> torch.Tensor:
     """Activations that a small SAE can learn: sparse combinations of 40 fixed directions plus a mean."""
@@ -218,15 +220,6 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     single = train_on_source(TensorSource(acts[1000:]), acts[:1000], tcfg, scfg)
     assert abs(info["metrics"]["fve"] - single.metrics["fve"]) < 0.1
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny: one thread avoids thread hand-off costs on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_scale_normalisation_is_estimated_and_saved(tmp_path):
