@@ -267,7 +267,7 @@ def claim_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"  {c['id']} {c['verdict'].upper():<26} {c['claim']}")
             lines.append(f"      ours {c['ours_text']} {c['interval_text']} {c['unit']}".rstrip())
             lines.append(f"      paper: {c['paper']}")
-            lines += [f"      {part}" for part in (c.get("note") or "").split("; ") if part]
+            lines += [f"      {part}" for part in c["note_lines"]]
     return lines
 
 

@@ -37,12 +37,14 @@ def _num(x: Any) -> str:
 
 
 def claim_cells(c: dict[str, Any]) -> dict[str, Any]:
-    """A claims-table row's display values: ours and its interval as text, the verdict's class, the unit."""
+    """A claims-table row's display values: ours and its interval as text, the verdict's class, the unit, and the
+    note's findings one per line."""
     ours = c.get("ours") or {}
     lo, hi = ours.get("low"), ours.get("high")
     interval = f"[{_num(lo)}, {_num(hi)}]" if isinstance(lo, float) and math.isfinite(lo) else "-"
     return {**c, "ours_text": _num(ours.get("value")) if ours else "-", "interval_text": interval,
-            "verdict_class": VERDICT_CLASS.get(c["verdict"], ""), "unit": ours.get("unit", "")}
+            "verdict_class": VERDICT_CLASS.get(c["verdict"], ""), "unit": ours.get("unit", ""),
+            "note_lines": [part for part in (c.get("note") or "").split("; ") if part]}
 
 
 def _fmt(x: Any, spec: str) -> str:
