@@ -160,6 +160,32 @@ def test_full_queue_and_time_limit_answer_503_with_retry_after(tiny_model_dir, e
         assert client.post("/completions", json=body).status_code == 200  # free again
 
 
+
+def test_a_request_frees_its_queue_slot_before_its_answer_is_sent():
+    """A client that reads an answer and asks again at once must find the slot free: the slot is given back
+    with the response's last bytes, not when the handler's coroutine returns afterwards."""
+    import asyncio
+
+    from babelscope.serve.limits import Admission, Gauge
+
+    gauge, seen = Gauge(), []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        seen.append(("after the answer", gauge.count))
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            seen.append(("while sending", gauge.count))
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    middleware = Admission(app, Limits(queue=1), gauge)
+    asyncio.run(middleware({"type": "http", "path": "/v1/completions", "headers": []}, receive, send))
+    assert seen == [("while sending", 0), ("after the answer", 0)] and gauge.count == 0
+
 def _valid(r: httpx.Response, kind: str) -> bool:
     if r.status_code == 503:
         return r.headers.get("retry-after") == "1" and r.json()["error"]["type"] == "server_error"

@@ -71,15 +71,30 @@ class Admission:
             return await _respond(send, 503, _error(503, f"the server is busy ({self.limits.queue} requests in "
                                                          "flight); retry later", "server_busy"),
                                   {"retry-after": str(self.retry_after)})
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                self.gauge.leave()
+
+        async def sending(message) -> None:
+            # free the slot before the response's last bytes go out: a client that reads the answer and asks
+            # again at once must find it free, not race this coroutine's return
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                leave()
+            await send(message)
+
         try:
             scope.setdefault("state", {})["deadline"] = time.monotonic() + self.limits.timeout
             body = await self._body(scope, receive)
             if body is None:
-                return await _respond(send, 413, _error(413, f"request body larger than {self.limits.max_body} "
-                                                             "bytes (serve --max-prompt-bytes)", "body_too_large"))
-            await self.app(scope, _replay(body, receive), send)
+                return await _respond(sending, 413, _error(413, f"request body larger than {self.limits.max_body} "
+                                                                "bytes (serve --max-prompt-bytes)", "body_too_large"))
+            await self.app(scope, _replay(body, receive), sending)
         finally:
-            self.gauge.leave()
+            leave()
 
     async def _body(self, scope, receive) -> bytes | None:
         """The whole request body, or None as soon as it exceeds the cap."""
